@@ -1,0 +1,252 @@
+"""Command line: parse flags (and an optional TOML file) into one TrainConfig and call the library.
+
+Every user mistake surfaces as a TinyMnistError, caught once in `main` and printed as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import TinyMnistError
+
+# Each handler takes the parsed args and returns an exit code.
+Handler = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (plus the usage) and exit code 2, as elsewhere."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"tinymnist: error: {message}\n")
+
+
+def _pct(x: float | None) -> str:
+    return "   -  " if x is None else f"{100 * x:6.2f}%"
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m {s:02d}s" if m else f"{seconds:.1f}s"
+
+
+class Progress:
+    """Per-epoch lines on stdout; within an epoch, a bar on stderr when it is a terminal."""
+
+    def __init__(self, epochs: int, stream=None) -> None:
+        self.epochs = epochs
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty()
+
+    def batch(self, epoch: int, i: int, n: int) -> None:
+        if self.live and (i % 20 == 0 or i == n):
+            done = int(30 * i / n)
+            self.stream.write(f"\r  epoch {epoch}/{self.epochs} [{'#' * done}{'.' * (30 - done)}] {i}/{n}")
+            self.stream.flush()
+
+    def epoch(self, m: dict) -> None:
+        if self.live:
+            self.stream.write("\r" + " " * 70 + "\r")
+        val = f"  val acc {_pct(m['val_acc'])}" if m["val_acc"] is not None else ""
+        print(
+            f"epoch {m['epoch']:>3}/{self.epochs}  lr {m['lr']:.4f}  "
+            f"train loss {m['train_loss']:.4f} acc {_pct(m['train_acc'])}  "
+            f"test loss {m['test_loss']:.4f} acc {_pct(m['test_acc'])}{val}  {m['seconds']:5.1f}s",
+            flush=True,
+        )
+
+
+# ------------------------------------------------------------------------------------------------------- train
+def add_train_options(p: argparse.ArgumentParser) -> None:
+    """Training options; defaults are SUPPRESSed so we can tell a flag the user gave from a default
+    (flags win over the config file, the config file over built-in defaults)."""
+    from .augment import PRESETS
+    from .config import OPTIMIZERS, SCHEDULES, TrainConfig
+    from .data import DATASETS
+    from .models import MODELS
+
+    d = TrainConfig()
+    S = argparse.SUPPRESS
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", default=S, help=f"model to train: {', '.join(MODELS)} (default: {d.model})")
+    g.add_argument("--dataset", default=S, help=f"{' or '.join(DATASETS)} (default: {d.dataset})")
+    g.add_argument("--data-dir", default=S, help="folder with the four IDX files (default: search, see README)")
+    g.add_argument("--param-budget", type=int, default=S,
+                   help=f"refuse models with more trainable parameters than this (default: {d.param_budget})")
+    g.add_argument("--dropout", type=float, default=S, help="dropout rate (default: the model's own)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=S, help=f"passes over the training set (default: {d.epochs})")
+    g.add_argument("--batch-size", type=int, default=S, help=f"images per step (default: {d.batch_size})")
+    g.add_argument("--optimizer", default=S, help=f"{', '.join(OPTIMIZERS)} (default: {d.optimizer})")
+    g.add_argument("--lr", type=float, default=S,
+                   help=f"learning rate; the peak rate for onecycle (default: {d.lr})")
+    g.add_argument("--momentum", type=float, default=S, help=f"SGD momentum (default: {d.momentum})")
+    g.add_argument("--weight-decay", type=float, default=S,
+                   help=f"L2 penalty on conv/linear weights, not on BatchNorm or biases (default: {d.weight_decay})")
+    g.add_argument("--label-smoothing", type=float, default=S,
+                   help=f"spread this much target probability over the other classes (default: {d.label_smoothing})")
+    g.add_argument("--schedule", default=S,
+                   help=f"learning-rate schedule: {', '.join(SCHEDULES)} (default: {d.schedule})")
+    g.add_argument("--step-size", type=int, default=S,
+                   help="for --schedule step: epochs between x0.1 decays (default: epochs / 3)")
+    g = p.add_argument_group("augmentation (training images only)")
+    g.add_argument("--augment", choices=list(PRESETS), default=S,
+                   help="preset strength: " + ", ".join(f"{k}=±{v[0]:g}°/±{v[1]:g}" for k, v in PRESETS.items()))
+    g.add_argument("--rotate", type=float, default=S, help=f"max rotation in degrees, 0 = off (default: {d.rotate})")
+    g.add_argument("--translate", type=float, default=S,
+                   help=f"max shift as a fraction of the image side, 0 = off (default: {d.translate})")
+    g = p.add_argument_group("data subsets")
+    g.add_argument("--val-split", type=int, default=S,
+                   help="hold out this many training images as a fixed validation set (default: 0)")
+    g.add_argument("--train-subset", type=int, default=S, help="train on the first N images only (quick checks)")
+    g.add_argument("--test-subset", type=int, default=S, help="evaluate on the first N test images only")
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=S, help=f"random seed; same seed, same numbers (default: {d.seed})")
+    g.add_argument("--threads", type=int, default=S, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--runs-root", default=S, help=f"where run directories go (default: {d.runs_root})")
+    g.add_argument("--name", default=S, help="run directory name (default: <model>-<date>-<time>)")
+    g.add_argument("--tensorboard", action="store_true", default=S, help="also log scalars for TensorBoard")
+
+
+def config_from_args(args: argparse.Namespace):
+    """Built-in defaults <- TOML file (--config) <- flags."""
+    from .augment import PRESETS
+    from .config import FIELD_NAMES, TrainConfig, config_from_dict, load_toml
+
+    config = TrainConfig()
+    if getattr(args, "config", None):
+        config = config_from_dict(load_toml(args.config), config, source=args.config)
+    flags = {k: v for k, v in vars(args).items() if k in FIELD_NAMES}
+    if hasattr(args, "augment"):
+        rotate, translate = PRESETS[args.augment]
+        flags.setdefault("rotate", rotate)
+        flags.setdefault("translate", translate)
+    config = config_from_dict(flags, config, source="command line")
+    config.validate()
+    return config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .rundir import read_config
+    from .train import train
+
+    if args.resume:
+        config, _ = read_config(args.resume)
+        run = Path(args.resume)
+        config.runs_root, config.name = str(run.parent), run.name
+        print(f"resuming {run}")
+    else:
+        config = config_from_args(args)
+    from .data import locate
+
+    _, source = locate(config.dataset, config.data_dir)
+    print(f"data: {config.dataset} from {source}")
+    progress = Progress(config.epochs)
+    try:
+        result = train(config, resume=bool(args.resume), on_epoch=progress.epoch, on_batch=progress.batch)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: tinymnist train --resume {Path(config.runs_root) / str(config.name)}",
+              file=sys.stderr)
+        return 130
+    best = result.best_epoch
+    last = result.history[-1]
+    print()
+    print(f"model              {config.model} ({result.params:,} trainable parameters)")
+    print(f"final test acc     {100 * last['test_acc']:.2f}%  (epoch {last['epoch']}, the reported figure)")
+    if last["val_acc"] is not None:
+        print(f"final val acc      {100 * last['val_acc']:.2f}%  ({config.val_split} held-out training images)")
+    print(f"best epoch         {100 * best['test_acc']:.2f}% at epoch {best['epoch']}  "
+          "(picked on the test set: for reference only)")
+    print(f"wall time          {_duration(result.wall_seconds)}")
+    print(f"run saved to       {result.run_dir}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------------- data, summary
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from .data import check
+
+    rows = check(args.dataset, args.data_dir)
+    print(f"{args.dataset}: all files valid, from {rows[0]['source']}")
+    for r in rows:
+        status = {True: "matches the official release",
+                  False: "differs from the official release checksum",
+                  None: "uncompressed: official checksums exist for .gz only"}[r["official"]]
+        print(f"  {Path(r['file']).name:<28} {r['bytes']:>10,} bytes  sha256 {r['sha256'][:16]}…  {status}")
+    if any(r["official"] is False for r in rows):
+        print("  (a mismatch is expected for the offline MNIST copy's training images: they were rebuilt from a\n"
+              "   PNG export and differ from the official pixels by at most 1 grey level; see its README)")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from .models import MODELS, build_model, format_summary
+
+    names = list(MODELS) if args.model == "all" else [args.model]
+    for i, name in enumerate(names):
+        if i:
+            print()
+        print(format_summary(name, build_model(name)))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from .data import DATASETS
+    from .models import DEFAULT_MODEL
+
+    parser = _Parser(
+        prog="tinymnist",
+        description="Train tiny (< 20k parameter) CNNs on MNIST / Fashion-MNIST on a CPU, and inspect them.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a model and save a run directory",
+                       description="Train one model. Options come from built-in defaults, then --config FILE "
+                                   "(TOML), then flags; flags win.")
+    p.add_argument("--config", help="TOML file with options (top level or a [train] table)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
+    add_train_options(p)
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("data", help="inspect the dataset files")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser, required=True)
+    c = dsub.add_parser("check", help="validate the IDX files; print sizes, sha256 and official-checksum status")
+    c.add_argument("--dataset", default="mnist", choices=list(DATASETS), help="which dataset (default: mnist)")
+    c.add_argument("--data-dir", help="folder with the four IDX files (default: search, see README)")
+    c.set_defaults(handler=cmd_data_check)
+
+    p = sub.add_parser("summary", help="per-layer table of a model: output shape, parameters, receptive field")
+    p.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"model name or 'all' (default: {DEFAULT_MODEL})")
+    p.set_defaults(handler=cmd_summary)
+
+    # --- evaluate / report commands ---
+
+    # --- experiment / tune commands ---
+
+    # --- predict / export commands ---
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except TinyMnistError as e:
+        print(f"tinymnist: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("tinymnist: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

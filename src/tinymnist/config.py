@@ -1,0 +1,138 @@
+"""One config object describes a run. CLI flags, TOML files and experiment grids all produce a `TrainConfig`,
+and the resolved config is saved in the run directory, so a run can always be reproduced or resumed."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import TinyMnistError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("none", "step", "cosine", "onecycle")
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    model: str = "tiny20k"
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    param_budget: int = 20_000
+    dropout: float | None = None  # None: the model's own default
+    # how long and how
+    epochs: int = 20
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.05  # peak lr for onecycle, initial lr otherwise
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    schedule: str = "onecycle"
+    step_size: int = 0  # step schedule: epochs between x0.1 decays; 0 = epochs // 3
+    # augmentation (0 = off); never applied to validation or test images
+    rotate: float = 10.0  # max degrees, each image its own angle
+    translate: float = 0.1  # max shift as a fraction of the image side
+    # data subsets
+    val_split: int = 0  # hold out this many training images as a fixed validation set
+    train_subset: int = 0  # use only the first N training images (0 = all); for quick checks and tests
+    test_subset: int = 0  # evaluate on the first N test images (0 = all); for quick checks and tests
+    # bookkeeping
+    seed: int = 0
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    runs_root: str = "runs"
+    name: str | None = None  # run directory name; default: <model>-<timestamp>
+    eval_batch_size: int = 2000
+    tensorboard: bool = False
+
+    def validate(self) -> None:
+        """Reject options that make no sense, naming the option."""
+        from .data import DATASETS
+        from .models import MODELS
+
+        def bad(option: str, why: str) -> TinyMnistError:
+            return TinyMnistError(f"--{option.replace('_', '-')}: {why}")
+
+        if self.model not in MODELS:
+            raise bad("model", f"unknown model '{self.model}' (choose from: {', '.join(MODELS)})")
+        if self.dataset not in DATASETS:
+            raise bad("dataset", f"unknown dataset '{self.dataset}' (choose from: {', '.join(DATASETS)})")
+        if self.optimizer not in OPTIMIZERS:
+            raise bad("optimizer", f"unknown optimizer '{self.optimizer}' (choose from: {', '.join(OPTIMIZERS)})")
+        if self.schedule not in SCHEDULES:
+            raise bad("schedule", f"unknown schedule '{self.schedule}' (choose from: {', '.join(SCHEDULES)})")
+        if self.epochs <= 0:
+            raise bad("epochs", f"must be a positive integer, got {self.epochs}")
+        if self.batch_size <= 0:
+            raise bad("batch_size", f"must be a positive integer, got {self.batch_size}")
+        if not self.lr > 0:
+            raise bad("lr", f"must be positive, got {self.lr}")
+        for name in ("momentum", "weight_decay", "rotate", "translate", "step_size", "val_split",
+                     "train_subset", "test_subset", "threads"):
+            if getattr(self, name) < 0:
+                raise bad(name, f"must not be negative, got {getattr(self, name)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise bad("label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise bad("dropout", f"must be in [0, 1), got {self.dropout}")
+        if self.translate >= 0.5:
+            raise bad("translate", f"is a fraction of the image side and must be < 0.5, got {self.translate}")
+        if self.param_budget <= 0:
+            raise bad("param_budget", f"must be positive, got {self.param_budget}")
+        if self.eval_batch_size <= 0:
+            raise bad("eval_batch_size", f"must be positive, got {self.eval_batch_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+FIELD_NAMES = {f.name for f in fields(TrainConfig)}
+
+
+def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None, source: str = "config") -> TrainConfig:
+    """Build a config from plain values (TOML table, JSON, experiment grid), rejecting unknown keys and
+    values of the wrong type with a message that names the key."""
+    base = base or TrainConfig()
+    unknown = sorted(set(values) - FIELD_NAMES)
+    if unknown:
+        raise TinyMnistError(f"{source}: unknown option(s) {', '.join(unknown)}")
+    defaults = base.to_dict()
+    out = {}
+    for key, value in values.items():
+        ref = defaults[key] if defaults[key] is not None else TrainConfig.__dataclass_fields__[key].default
+        if key in ("dropout", "name", "data_dir") and value is None:
+            out[key] = None
+            continue
+        if isinstance(ref, bool) or key == "tensorboard":
+            ok = isinstance(value, bool)
+        elif isinstance(ref, int) and key != "dropout":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(ref, float) or key == "dropout":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            raise TinyMnistError(f"{source}: option '{key}' has the wrong type ({type(value).__name__}: {value!r})")
+        out[key] = value
+    return dataclasses.replace(base, **out)
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file; options may sit at the top level or under a [train] table."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise TinyMnistError(f"{path}: config file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise TinyMnistError(f"{path}: not valid TOML ({e})") from None
+    except OSError as e:
+        raise TinyMnistError(f"{path}: cannot read ({e.strerror})") from None
+    return data.get("train", data)

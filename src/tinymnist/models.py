@@ -1,0 +1,297 @@
+"""Models: small CNNs for 28x28 digits, a registry by name, a parameter-budget check and a layer summary.
+
+Each model reads like the original project's `Net`: layers in `__init__`, the data flow in `forward`, with the
+tensor shape after each step as a short comment ([channels, height, width], batch dimension left out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import TinyMnistError
+
+
+def conv_bn(c_in: int, c_out: int, kernel: int = 3, padding: int = 0) -> nn.Sequential:
+    """Conv -> BatchNorm -> ReLU. The conv has no bias: BatchNorm's shift does that job."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()
+    )
+
+
+class SeedNet(nn.Module):
+    """The reference design, reproduced exactly: 19,349 parameters, FC head."""
+
+    def __init__(self, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 8, 3)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv3 = nn.Conv2d(8, 16, 3)
+        self.bn3 = nn.BatchNorm2d(16)
+        self.conv4 = nn.Conv2d(16, 32, 3)
+        self.bn4 = nn.BatchNorm2d(32)
+        self.pool2 = nn.MaxPool2d(2)
+        self.fc1 = nn.Linear(32 * 4 * 4, 25)
+        self.dropout = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(25, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))  # [4, 26, 26]
+        x = F.relu(self.bn2(self.conv2(x)))  # [8, 24, 24]
+        x = self.pool1(x)  # [8, 12, 12]
+        x = F.relu(self.bn3(self.conv3(x)))  # [16, 10, 10]
+        x = F.relu(self.bn4(self.conv4(x)))  # [32, 8, 8]
+        x = self.pool2(x)  # [32, 4, 4]
+        x = torch.flatten(x, 1)  # [512]
+        x = F.relu(self.fc1(x))  # [25]
+        x = self.dropout(x)
+        return self.fc2(x)  # [10] logits
+
+
+class Tiny20k(nn.Module):
+    """Default model (< 20k params). Two cheap ideas make it both faster and more accurate than the seed:
+
+    * space-to-depth first: the 28x28 image is folded into 4 channels of 14x14 (`pixel_unshuffle`), so every conv
+      runs at quarter resolution from the start: on a CPU, full-resolution layers are where the time goes;
+    * a global-average-pool head instead of a 512->25 fully connected layer: the seed spends 2/3 of its budget on
+      that FC layer; here the same parameters buy wider convolutions.
+    """
+
+    def __init__(self, dropout: float = 0.05) -> None:
+        super().__init__()
+        self.conv1 = conv_bn(4, 16, padding=1)
+        self.conv2 = conv_bn(16, 24, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.conv3 = conv_bn(24, 32, padding=1)
+        self.conv4 = conv_bn(32, 28)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(28, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pixel_unshuffle(x, 2)  # [4, 14, 14]: each 2x2 patch becomes 4 channels
+        x = self.conv1(x)  # [16, 14, 14]
+        x = self.conv2(x)  # [24, 14, 14]
+        x = self.pool(x)  # [24, 7, 7]
+        x = self.conv3(x)  # [32, 7, 7]
+        x = self.conv4(x)  # [28, 5, 5]
+        x = x.mean(dim=(2, 3))  # [28] global average pool
+        x = self.dropout(x)
+        return self.head(x)  # [10]
+
+
+class Tiny8k(nn.Module):
+    """< 8k params: the Tiny20k layout with narrower layers."""
+
+    def __init__(self, dropout: float = 0.05) -> None:
+        super().__init__()
+        self.conv1 = conv_bn(4, 12, padding=1)
+        self.conv2 = conv_bn(12, 16, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.conv3 = conv_bn(16, 20, padding=1)
+        self.conv4 = conv_bn(20, 20)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(20, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pixel_unshuffle(x, 2)  # [4, 14, 14]
+        x = self.conv1(x)  # [12, 14, 14]
+        x = self.conv2(x)  # [16, 14, 14]
+        x = self.pool(x)  # [16, 7, 7]
+        x = self.conv3(x)  # [20, 7, 7]
+        x = self.conv4(x)  # [20, 5, 5]
+        x = x.mean(dim=(2, 3))  # [20]
+        x = self.dropout(x)
+        return self.head(x)  # [10]
+
+
+class Tiny1k(nn.Module):
+    """< 1k params: four narrow convs and a GAP head; no dropout (too few parameters to need it)."""
+
+    def __init__(self, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.conv1 = conv_bn(4, 6, padding=1)
+        self.conv2 = conv_bn(6, 8, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.conv3 = conv_bn(8, 8, padding=1)
+        self.conv4 = conv_bn(8, 10)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pixel_unshuffle(x, 2)  # [4, 14, 14]
+        x = self.conv1(x)  # [6, 14, 14]
+        x = self.conv2(x)  # [8, 14, 14]
+        x = self.pool(x)  # [8, 7, 7]
+        x = self.conv3(x)  # [8, 7, 7]
+        x = self.conv4(x)  # [10, 5, 5]
+        return self.dropout(x.mean(dim=(2, 3)))  # [10]: GAP straight to the logits
+
+
+class SeedGap(nn.Module):
+    """The seed's conv stack with a global-average-pool head instead of its 512->25->10 FC head
+    (for the `architecture` experiment: how much does the FC head buy?)."""
+
+    def __init__(self, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            conv_bn(1, 8), conv_bn(8, 16), nn.MaxPool2d(2),  # [16, 12, 12]
+            conv_bn(16, 24), conv_bn(24, 32), nn.MaxPool2d(2),  # [32, 4, 4]
+            conv_bn(32, 32, padding=1),  # [32, 4, 4]
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)  # [32, 4, 4]
+        x = x.mean(dim=(2, 3))  # [32]
+        return self.head(self.dropout(x))  # [10]
+
+
+class SeedTransition(nn.Module):
+    """The seed's stack with 1x1 "transition" convs that squeeze channels after each pool
+    (for the `architecture` experiment: cheap channel mixing instead of wider 3x3 layers)."""
+
+    def __init__(self, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            conv_bn(1, 8), conv_bn(8, 16), nn.MaxPool2d(2),  # [16, 12, 12]
+            conv_bn(16, 8, kernel=1),  # [8, 12, 12] 1x1 transition
+            conv_bn(8, 16), conv_bn(16, 32), nn.MaxPool2d(2),  # [32, 4, 4]
+            conv_bn(32, 16, kernel=1),  # [16, 4, 4] 1x1 transition
+            conv_bn(16, 32, padding=1), conv_bn(32, 32, padding=1),  # [32, 4, 4]
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x).mean(dim=(2, 3))  # [32]
+        return self.head(self.dropout(x))  # [10]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    factory: Callable[..., nn.Module]
+    description: str
+
+
+MODELS: dict[str, ModelSpec] = {
+    "seed": ModelSpec(SeedNet, "the reference design: 4 convs, FC head 512->25->10, dropout 0.3"),
+    "tiny20k": ModelSpec(Tiny20k, "default: space-to-depth stem, 4 convs, GAP head (< 20k params)"),
+    "tiny8k": ModelSpec(Tiny8k, "narrower tiny20k (< 8k params)"),
+    "tiny1k": ModelSpec(Tiny1k, "four narrow convs, GAP straight to logits (< 1k params)"),
+    "seed-gap": ModelSpec(SeedGap, "seed convs with a global-average-pool head"),
+    "seed-1x1": ModelSpec(SeedTransition, "seed convs with 1x1 transition layers and a GAP head"),
+}
+DEFAULT_MODEL = "tiny20k"
+
+
+def build_model(name: str, dropout: float | None = None) -> nn.Module:
+    """Instantiate a registered model; `dropout=None` keeps the model's own default rate."""
+    if name not in MODELS:
+        raise TinyMnistError(f"unknown model '{name}' (choose from: {', '.join(MODELS)})")
+    if dropout is not None and not 0.0 <= dropout < 1.0:
+        raise TinyMnistError(f"--dropout {dropout}: must be in [0, 1)")
+    factory = MODELS[name].factory
+    return factory() if dropout is None else factory(dropout=dropout)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def check_budget(model: nn.Module, name: str, budget: int) -> int:
+    """Refuse a model whose trainable-parameter count exceeds the budget. Returns the count."""
+    n = count_parameters(model)
+    if n > budget:
+        raise TinyMnistError(
+            f"model '{name}' has {n:,} trainable parameters, over the budget of {budget:,} "
+            "(raise it with --param-budget)"
+        )
+    return n
+
+
+# ------------------------------------------------------------------------------------------------------ summary
+@dataclass
+class LayerRow:
+    name: str
+    kind: str
+    output_shape: tuple[int, ...]
+    params: int
+    receptive_field: int  # side of the square input patch that one output position can see
+
+
+def _kernel_stride(module: nn.Module) -> tuple[int, int] | None:
+    if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+        k = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
+        s = module.stride if isinstance(module.stride, int) else module.stride[0]
+        d = getattr(module, "dilation", 1)
+        d = d if isinstance(d, int) else d[0]
+        return (k - 1) * d + 1, s
+    return None
+
+
+def summarize(model: nn.Module, input_size: int = 28) -> list[LayerRow]:
+    """Per leaf layer: output shape, parameters and receptive field, found by running one dummy image.
+
+    The receptive field is tracked along the forward pass: a k x k layer with stride s grows it by
+    (k - 1) * jump, where jump is the product of the strides so far. Ops that are not modules
+    (pixel_unshuffle, global pooling, flatten) are recognised from the shape change they cause.
+    """
+    rows: list[LayerRow] = []
+    state = {"rf": 1, "jump": 1, "size": input_size}
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        x = inputs[0]
+        if x.dim() == 4 and x.shape[-1] != state["size"]:
+            # The spatial size changed outside a module: pixel_unshuffle (x2 stride, 2x2 patch).
+            factor = state["size"] // x.shape[-1]
+            state["rf"] += (factor - 1) * state["jump"]
+            state["jump"] *= factor
+            state["size"] = x.shape[-1]
+        if x.dim() == 2 and state["size"] > 1:  # flattened or globally pooled: sees everything remaining
+            state["rf"] += (state["size"] - 1) * state["jump"]
+            state["size"] = 1
+        ks = _kernel_stride(module)
+        if ks is not None:
+            k, s = ks
+            state["rf"] += (k - 1) * state["jump"]
+            state["jump"] *= s
+        if output.dim() == 4:
+            state["size"] = output.shape[-1]
+        params = sum(p.numel() for p in module.parameters(recurse=False) if p.requires_grad)
+        rows.append(LayerRow(names[module], type(module).__name__, tuple(output.shape[1:]), params,
+                             min(state["rf"], input_size)))
+
+    names = {}
+    handles = []
+    for name, module in model.named_modules():
+        if len(list(module.children())) == 0:
+            names[module] = name
+            handles.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 1, input_size, input_size))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return rows
+
+
+def format_summary(name: str, model: nn.Module) -> str:
+    rows = summarize(model)
+    lines = [f"model: {name}  ({MODELS[name].description})" if name in MODELS else f"model: {name}",
+             f"{'layer':<22}{'type':<14}{'output shape':<16}{'params':>8}{'RF':>6}"]
+    for r in rows:
+        shape = "x".join(str(s) for s in r.output_shape)
+        lines.append(f"{r.name:<22}{r.kind:<14}{shape:<16}{r.params:>8,}{r.receptive_field:>6}")
+    lines.append(f"total trainable parameters: {count_parameters(model):,}")
+    return "\n".join(lines)

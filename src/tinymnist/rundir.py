@@ -1,0 +1,212 @@
+"""The run directory: the interface between training and everything after it.
+
+    runs/<name>/
+      config.json     resolved config, parameter count, library versions, data source and checksums
+      metrics.csv     one row per epoch
+      checkpoint.pt   everything needed to --resume (model, optimizer, schedule, RNG state, history)
+      model.pt        final weights + model name, for evaluate / predict / export
+      summary.json    final numbers of a finished run
+
+evaluate, report, predict and export take a run directory and need nothing else.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .config import TrainConfig, config_from_dict
+from .errors import TinyMnistError
+
+CONFIG, METRICS, CHECKPOINT, WEIGHTS, SUMMARY = "config.json", "metrics.csv", "checkpoint.pt", "model.pt", "summary.json"
+
+
+def default_name(config: TrainConfig) -> str:
+    return f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def path_of(config: TrainConfig) -> Path:
+    return Path(config.runs_root) / (config.name or default_name(config))
+
+
+def prepare(config: TrainConfig, resume: bool) -> Path:
+    """Create (or, when resuming, find) the run directory. Never overwrites a run that has results."""
+    if config.name is None:
+        config.name = default_name(config)
+    run_dir = Path(config.runs_root) / config.name
+    if resume:
+        if not (run_dir / CHECKPOINT).is_file():
+            raise TinyMnistError(f"{run_dir}: no checkpoint to resume from")
+        return run_dir
+    if (run_dir / METRICS).exists() or (run_dir / CHECKPOINT).exists():
+        raise TinyMnistError(
+            f"{run_dir}: a run with this name already exists (use --resume {run_dir} to continue it, "
+            "or choose another --name)"
+        )
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise TinyMnistError(f"{run_dir}: cannot write the run directory ({e.strerror})") from None
+    return run_dir
+
+
+def environment() -> dict[str, Any]:
+    import numpy
+
+    return {
+        "python": sys.version.split()[0], "torch": torch.__version__, "numpy": numpy.__version__,
+        "platform": platform.platform(), "cpu": cpu_name(), "threads": torch.get_num_threads(),
+    }
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_config(run_dir: Path, config: TrainConfig, params: int, data_info: dict) -> None:
+    payload = {"config": config.to_dict(), "params": params, "data": data_info, "environment": environment(),
+               "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    _atomic_write(run_dir / CONFIG, json.dumps(payload, indent=2) + "\n")
+
+
+def append_metrics(run_dir: Path, metrics: dict, fields: list[str]) -> None:
+    path = run_dir / METRICS
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        if new:
+            w.writeheader()
+        w.writerow({k: ("" if metrics[k] is None else metrics[k]) for k in fields})
+
+
+def save_checkpoint(run_dir: Path, state: dict) -> None:
+    # Write then rename, so an interruption mid-write never leaves a broken checkpoint behind.
+    tmp = run_dir / (CHECKPOINT + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, run_dir / CHECKPOINT)
+
+
+def load_checkpoint(run_dir: Path) -> dict:
+    path = Path(run_dir) / CHECKPOINT
+    try:
+        return torch.load(path, weights_only=False)
+    except FileNotFoundError:
+        raise TinyMnistError(f"{path}: checkpoint not found") from None
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a damaged file
+        raise TinyMnistError(f"{path}: cannot read checkpoint ({e})") from None
+
+
+def save_weights(run_dir: Path, model: nn.Module, config: TrainConfig) -> None:
+    tmp = run_dir / (WEIGHTS + ".tmp")
+    torch.save({"model": config.model, "dropout": config.dropout, "dataset": config.dataset,
+                "state_dict": model.state_dict()}, tmp)
+    os.replace(tmp, run_dir / WEIGHTS)
+
+
+def write_summary(run_dir: Path, result: Any) -> None:
+    best = result.best_epoch
+    last = result.history[-1]
+    summary = {
+        "model": result.config.model, "params": result.params, "epochs": result.config.epochs,
+        "seed": result.config.seed,
+        "final_test_acc": last["test_acc"], "final_test_loss": last["test_loss"],
+        "final_val_acc": last["val_acc"],
+        "best_epoch_test_acc": best["test_acc"], "best_epoch": best["epoch"],
+        "wall_seconds": result.wall_seconds, "finished": True,
+    }
+    _atomic_write(run_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
+
+
+# ----------------------------------------------------------------------------------------- reading a run back
+def _require_dir(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise TinyMnistError(f"{run_dir}: run directory not found")
+    return run_dir
+
+
+def read_config(run_dir: str | Path) -> tuple[TrainConfig, dict]:
+    """The run's TrainConfig and the whole config.json payload."""
+    path = _require_dir(run_dir) / CONFIG
+    try:
+        payload = json.loads(path.read_text())
+        return config_from_dict(payload["config"], source=str(path)), payload
+    except FileNotFoundError:
+        raise TinyMnistError(f"{path}: missing (not a tinymnist run directory?)") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise TinyMnistError(f"{path}: unreadable config ({e})") from None
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = _require_dir(run_dir) / METRICS
+    if not path.is_file():
+        raise TinyMnistError(f"{path}: missing (the run has no per-epoch metrics)")
+    rows = []
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            rows.append({k: (None if v == "" else (int(v) if k == "epoch" else float(v))) for k, v in row.items()})
+    if not rows:
+        raise TinyMnistError(f"{path}: empty (the run finished no epoch)")
+    return rows
+
+
+def read_summary(run_dir: str | Path) -> dict:
+    path = _require_dir(run_dir) / SUMMARY
+    if not path.is_file():
+        raise TinyMnistError(f"{path}: missing (the run did not finish)")
+    return json.loads(path.read_text())
+
+
+def load_model(run_dir: str | Path) -> tuple[nn.Module, TrainConfig]:
+    """The trained model of a finished run, in eval mode, and its config."""
+    from .models import build_model
+
+    run_dir = _require_dir(run_dir)
+    config, _ = read_config(run_dir)
+    path = run_dir / WEIGHTS
+    if not path.is_file():
+        raise TinyMnistError(f"{path}: missing (the run has no final weights; did it finish?)")
+    try:
+        saved = torch.load(path, weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise TinyMnistError(f"{path}: cannot read weights ({e})") from None
+    model = build_model(saved.get("model", config.model), saved.get("dropout", config.dropout))
+    try:
+        model.load_state_dict(saved["state_dict"])
+    except (RuntimeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise TinyMnistError(f"{path}: weights do not match model '{config.model}' ({first})") from None
+    model.eval()
+    return model, config
+
+
+def tensorboard_writer(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise TinyMnistError("--tensorboard needs the 'tensorboard' package (pip install tensorboard)") from None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))

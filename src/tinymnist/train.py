@@ -1,0 +1,242 @@
+"""Training: `train(config) -> RunResult` is the one entry point (CLI, experiments, tuning, notebook, tests).
+
+The loop is plain PyTorch. The whole training split sits in memory as one normalised tensor; each epoch draws
+batches through a fresh random permutation and augments each batch in one call. Everything a later stage needs
+is written to the run directory (see `rundir.py`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import rundir
+from .augment import random_affine
+from .config import TrainConfig
+from .data import NORMALIZATION, Split, load_dataset, normalize, split_validation
+from .errors import TinyMnistError
+from .evaluate import evaluate
+from .models import build_model, check_budget
+
+METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+                 "seconds", "elapsed"]
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    config: TrainConfig
+    params: int
+    history: list[dict] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    finished: bool = False
+
+    @property
+    def final_test_acc(self) -> float:
+        """The number we report: test accuracy after the last epoch."""
+        return self.history[-1]["test_acc"]
+
+    @property
+    def best_epoch(self) -> dict:
+        """The epoch with the highest test accuracy. Shown only labelled as "best epoch": choosing it would be
+        selecting on the test set."""
+        return max(self.history, key=lambda m: m["test_acc"])
+
+    @property
+    def final_val_acc(self) -> float | None:
+        return self.history[-1]["val_acc"]
+
+
+@dataclass
+class PreparedData:
+    """Normalised tensors ready for the loop, plus where they came from."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    val_x: torch.Tensor | None
+    val_y: torch.Tensor | None
+    info: dict
+
+
+def prepare_data(config: TrainConfig) -> PreparedData:
+    ds = load_dataset(config.dataset, config.data_dir)
+    train, val = ds.train, None
+    if config.val_split:
+        train, val = split_validation(train, config.val_split)
+    if config.train_subset:
+        train = Split(train.images[: config.train_subset], train.labels[: config.train_subset])
+    test = ds.test
+    if config.test_subset:
+        test = Split(test.images[: config.test_subset], test.labels[: config.test_subset])
+
+    def norm(s: Split | None) -> torch.Tensor | None:
+        return None if s is None else normalize(s.images, config.dataset)
+
+    info = {"dataset": ds.name, "source": ds.source, "directory": str(ds.directory), "sha256": ds.sha256,
+            "train_images": len(train), "val_images": len(val) if val else 0, "test_images": len(test)}
+    return PreparedData(norm(train), train.labels, norm(test), test.labels, norm(val),
+                        None if val is None else val.labels, info)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    # Weight decay only on conv/linear weights: decaying BatchNorm scales and biases just fights the
+    # normalisation and costs accuracy.
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    """Returns (scheduler or None, True if it steps per batch / False if per epoch)."""
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "step":
+        step = config.step_size or max(1, config.epochs // 3)
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=0.1), False
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total), True
+    if config.schedule == "onecycle":
+        # Warm up for the first 20% of steps, then anneal to ~0 along a cosine; also cycles SGD momentum.
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, total_steps=total, pct_start=0.2, div_factor=20, final_div_factor=200
+        ), True
+    return None, False
+
+
+def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """Start/end of each batch; a last batch of one image is dropped (BatchNorm cannot train on it)."""
+    spans = [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+    if len(spans) > 1 and spans[-1][1] - spans[-1][0] < 2:
+        spans.pop()
+    return spans
+
+
+EpochCallback = Callable[[dict], None]
+BatchCallback = Callable[[int, int, int], None]
+
+
+def train(
+    config: TrainConfig,
+    resume: bool = False,
+    on_epoch: EpochCallback | None = None,
+    on_batch: BatchCallback | None = None,
+    stop_after: int | None = None,
+    data: PreparedData | None = None,
+) -> RunResult:
+    """Train one model as `config` describes and write its run directory.
+
+    resume: continue the run in `runs_root/name` from its last checkpoint (same config).
+    on_epoch(metrics) / on_batch(epoch, batch_index, n_batches): progress callbacks.
+    stop_after: stop after this many epochs in total, as if interrupted (the checkpoint stays; for tests).
+    data: pre-loaded tensors, to share one load across many runs.
+    """
+    config.validate()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    run_dir = rundir.prepare(config, resume)
+    data = data or prepare_data(config)
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, config.dropout)
+    params = check_budget(model, config.model, config.param_budget)
+    steps = _batches(len(data.train_y), config.batch_size)
+    optimizer = make_optimizer(model, config)
+    scheduler, per_batch = make_schedule(optimizer, config, len(steps))
+    fill = -NORMALIZATION[config.dataset][0] / NORMALIZATION[config.dataset][1]  # a black pixel, normalised
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+    result = RunResult(run_dir=run_dir, config=config, params=params)
+    start_epoch, elapsed_before = 1, 0.0
+    if resume:
+        state = rundir.load_checkpoint(run_dir)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        result.history = state["history"]
+        start_epoch = state["epoch"] + 1
+        elapsed_before = result.history[-1]["elapsed"] if result.history else 0.0
+    else:
+        rundir.write_config(run_dir, config, params, data.info)
+    writer = rundir.tensorboard_writer(run_dir) if config.tensorboard else None
+
+    t_start = time.perf_counter()
+    for epoch in range(start_epoch, config.epochs + 1):
+        if stop_after is not None and epoch > stop_after:
+            break
+        t_epoch = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        model.train()
+        perm = torch.randperm(len(data.train_y))
+        loss_sum, correct, seen = 0.0, 0, 0
+        for b, (i, j) in enumerate(steps):
+            idx = perm[i:j]
+            x, y = data.train_x[idx], data.train_y[idx]
+            x = random_affine(x, config.rotate, config.translate, fill=fill)
+            logits = model(x)
+            loss = criterion(logits, y)
+            if not torch.isfinite(loss):
+                raise TinyMnistError(
+                    f"training diverged: loss is {loss.item()} at epoch {epoch}, batch {b + 1}; "
+                    f"the last good checkpoint is in {run_dir} (try a lower --lr)"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None and per_batch:
+                scheduler.step()
+            with torch.no_grad():
+                plain = loss if config.label_smoothing == 0 else F.cross_entropy(logits, y)
+                loss_sum += plain.item() * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                seen += len(y)
+            if on_batch is not None:
+                on_batch(epoch, b + 1, len(steps))
+        if scheduler is not None and not per_batch:
+            scheduler.step()
+
+        test = evaluate(model, data.test_x, data.test_y, config.eval_batch_size)
+        val = evaluate(model, data.val_x, data.val_y, config.eval_batch_size) if data.val_x is not None else None
+        seconds = time.perf_counter() - t_epoch
+        metrics = {
+            "epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+            "val_loss": val.loss if val else None, "val_acc": val.accuracy if val else None,
+            "test_loss": test.loss, "test_acc": test.accuracy, "seconds": seconds,
+            "elapsed": elapsed_before + time.perf_counter() - t_start,
+        }
+        result.history.append(metrics)
+        rundir.append_metrics(run_dir, metrics, METRIC_FIELDS)
+        rundir.save_checkpoint(run_dir, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "rng": torch.get_rng_state(), "epoch": epoch, "history": result.history,
+        })
+        if writer is not None:
+            for key in ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"):
+                if metrics[key] is not None:
+                    writer.add_scalar(key, metrics[key], epoch)
+        if on_epoch is not None:
+            on_epoch(metrics)
+
+    if writer is not None:
+        writer.close()
+    result.wall_seconds = result.history[-1]["elapsed"] if result.history else 0.0
+    result.finished = bool(result.history) and result.history[-1]["epoch"] == config.epochs
+    if result.finished:
+        rundir.save_weights(run_dir, model, config)
+        rundir.write_summary(run_dir, result)
+    return result
+

@@ -1,0 +1,96 @@
+"""The CLI as a user meets it: help texts, one-line errors with a non-zero exit, the summary table."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tinymnist.cli import main
+
+
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tinymnist", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_help_explains_every_train_option(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--model", "--epochs", "--lr", "--schedule", "--dropout", "--rotate", "--translate",
+                   "--val-split", "--resume", "--config", "--param-budget", "--seed", "--optimizer"):
+        assert option in out
+
+
+def test_top_level_help():
+    r = run_cli("--help")
+    assert r.returncode == 0 and "train" in r.stdout and "summary" in r.stdout
+
+
+def test_summary_of_seed(capsys):
+    assert main(["summary", "seed"]) == 0
+    out = capsys.readouterr().out
+    assert "total trainable parameters: 19,349" in out and "RF" in out
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--epochs", "0"], "--epochs: must be a positive integer"),
+        (["--model", "resnet"], "--model: unknown model 'resnet'"),
+        (["--schedule", "wavy"], "--schedule: unknown schedule 'wavy'"),
+        (["--lr", "-1"], "--lr: must be positive"),
+        (["--config", "/nonexistent.toml"], "/nonexistent.toml: config file not found"),
+        (["--data-dir", "/nonexistent"], "--data-dir /nonexistent: no mnist IDX files"),
+        (["--runs-root", "/proc/forbidden"], "cannot write the run directory"),
+        (["--model", "seed", "--param-budget", "1000"], "over the budget of 1,000"),
+    ],
+)
+def test_bad_options_are_one_line_errors(tmp_path, args, expected):
+    r = run_cli("train", "--runs-root", str(tmp_path), *args, "--train-subset", "200", "--test-subset", "100")
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_malformed_config_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochs = = 3\n")
+    r = run_cli("train", "--config", str(bad))
+    assert r.returncode == 1 and "not valid TOML" in r.stderr and "Traceback" not in r.stderr
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text('epochs = "many"\n')
+    r = run_cli("train", "--config", str(wrong))
+    assert r.returncode == 1 and "option 'epochs' has the wrong type" in r.stderr
+
+
+def test_config_file_and_flags_flags_win(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[train]\nepochs = 1\nmodel = "tiny1k"\ntrain_subset = 300\ntest_subset = 200\n')
+    r = run_cli("train", "--config", str(cfg), "--model", "tiny8k", "--runs-root", str(tmp_path), "--name", "x")
+    assert r.returncode == 0, r.stderr
+    assert "tiny8k" in r.stdout and "final test acc" in r.stdout and "best epoch" in r.stdout
+    assert (tmp_path / "x" / "model.pt").exists()
+
+
+def test_resume_of_missing_run(tmp_path):
+    r = run_cli("train", "--resume", str(tmp_path / "nope"))
+    assert r.returncode == 1 and "run directory not found" in r.stderr
+
+
+def test_data_check_reports_official_status():
+    r = run_cli("data", "check")
+    assert r.returncode == 0, r.stderr
+    assert "t10k-images-idx3-ubyte.gz" in r.stdout and "matches the official release" in r.stdout
+    assert "differs from the official release checksum" in r.stdout
+
+
+def test_data_check_on_corrupt_dir(tmp_path):
+    from conftest import make_dataset_dir
+
+    d = make_dataset_dir(tmp_path / "d")
+    (d / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b garbage")
+    r = run_cli("data", "check", "--data-dir", str(d))
+    assert r.returncode == 1 and "t10k-labels-idx1-ubyte.gz" in r.stderr and "Traceback" not in r.stderr
