@@ -266,7 +266,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
     storage = args.storage or tune.default_storage(runs_root)
     tune.quiet_optuna()
     study, base = tune.open_study(storage, study_name, flags)
-    tune.check_budget(base)
     runs_dir = tune.runs_directory(base, study_name)
     before = len(study.trials)
     print(f"study '{study_name}' in {tune._safe_url(storage)}: {before} trial(s) so far")

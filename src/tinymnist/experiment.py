@@ -68,10 +68,11 @@ SUITES: dict[str, tuple[str, list[tuple[str, dict]]]] = {
     "architecture": ("FC head vs global-average-pool head vs 1x1 transitions",
                      [("fc-head", {"model": "seed"}), ("gap-head", {"model": "seed-gap"}),
                       ("1x1-transitions", {"model": "seed-1x1"})]),
-    # Adam-family optimisers want a ~10x smaller learning rate than SGD; AdamW's decay is decoupled from the
-    # gradient, so it needs a much larger coefficient to regularise as much as L2 does for SGD.
+    # SGD with momentum keeps TrainConfig's default learning rate. Adam-family optimisers want a much smaller
+    # one; AdamW's decay is decoupled from the gradient, so it needs a much larger coefficient to regularise as
+    # much as L2 does for SGD.
     "optimizer": ("optimiser",
-                  [("sgd-momentum", {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}),
+                  [("sgd-momentum", {"optimizer": "sgd", "momentum": 0.9}),
                    ("adam", {"optimizer": "adam", "lr": 0.003}),
                    ("adamw", {"optimizer": "adamw", "lr": 0.003, "weight_decay": 0.05})]),
 }

@@ -35,7 +35,7 @@ SEARCHED = ("lr", "weight_decay", "dropout", "label_smoothing", "rotate", "trans
 def suggest(trial: Any, base: TrainConfig) -> dict[str, Any]:
     """The search space. Learning-rate and weight-decay ranges depend on the optimiser family."""
     if base.optimizer == "sgd":
-        lr = trial.suggest_float("lr", 0.005, 0.3, log=True)
+        lr = trial.suggest_float("lr", 0.01, 0.5, log=True)
         wd = trial.suggest_float("weight_decay", 1e-5, 3e-3, log=True)
     else:
         lr = trial.suggest_float("lr", 3e-4, 1e-2, log=True)
@@ -144,7 +144,11 @@ def open_study(storage_url: str, study_name: str, flags: dict[str, Any]) -> tupl
     start = default_base() if saved is None else config_from_dict(saved, default_base(),
                                                                    source=f"study '{study_name}'")
     base = config_from_dict(flags, start, source="command line")
+    # Refuse a bad base before recording it in the study: a stored base binds every later worker.
     base.validate()
+    if base.val_split <= 0:
+        raise TinyMnistError("--val-split: tuning needs a validation split (> 0 held-out training images)")
+    check_budget(base)
     mine = _comparable(base)
     if saved is None:
         study.set_user_attr("base_config", mine)
