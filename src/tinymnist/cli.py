@@ -364,11 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_experiment)
 
     p = sub.add_parser(
-        "tune", help="search hyper-parameters with Optuna on a validation split; retrain the best; test once",
+        "tune", help="search hyper-parameters with Optuna on a validation split; retrain the best and test it",
         description="Search learning rate, weight decay, dropout, label smoothing and augmentation with Optuna. "
                     "Each trial trains on the training set minus a held-out validation split and is scored by "
-                    "its final-epoch validation accuracy (hopeless trials are pruned); the test set is used once, "
-                    "by retraining the best options at the end. Several `tinymnist tune` processes (any machines) "
+                    "its final-epoch validation accuracy (hopeless trials are pruned); test accuracy plays no part in "
+                    "the search. The reported test figure comes from retraining the best options once at the end. "
+                    "Several `tinymnist tune` processes (any machines) "
                     "can share one study through --storage postgresql://...",
     )
     p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,

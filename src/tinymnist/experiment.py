@@ -545,6 +545,15 @@ def _base_options(base: TrainConfig) -> str:
     return ", ".join(changed) or "built-in defaults"
 
 
+def _data_line(data: dict, base: TrainConfig) -> str:
+    if not data:
+        return f"- Data: {base.dataset}."
+    val = data.get("val_images") or 0
+    held = f", {val:,} validation images (held out of the training set)" if val else ", no validation split"
+    return (f"- Data: {data.get('dataset', base.dataset)}, {data.get('train_images', 0):,} training images{held}, "
+            f"{data.get('test_images', 0):,} test images.")
+
+
 def format_markdown(plan: Plan, rows: list[ConfigRow], records: list[RunRecord], jobs: int | None = None) -> str:
     """The results table plus the facts needed to read it honestly."""
     has_val = any(r.val is not None for r in rows)
@@ -579,9 +588,7 @@ def format_markdown(plan: Plan, rows: list[ConfigRow], records: list[RunRecord],
         "- ± is the sample standard deviation over seeds (ddof=1); min is the worst seed.",
         f"- Seeds: {', '.join(map(str, plan.seeds))}. Epochs: {', '.join(map(str, epochs))} "
         f"(suite default {SUITE_EPOCHS}).",
-        f"- Data: {data.get('dataset', plan.base.dataset)}, {data.get('train_images', '?'):,} training images, "
-        f"{data.get('val_images', 0):,} validation images (held out of training), "
-        f"{data.get('test_images', '?'):,} test images." if data else f"- Data: {plan.base.dataset}.",
+        _data_line(data, plan.base),
         f"- Shared options: {_base_options(plan.base)}.",
         f"- Hardware: {'; '.join(cpus)}; torch threads per run: {', '.join(map(str, threads))}"
         + (f"; {jobs} run(s) in parallel" if jobs else "") + f". torch {', '.join(torches)}.",

@@ -135,7 +135,6 @@ def open_study(storage_url: str, study_name: str, flags: dict[str, Any]) -> tupl
     try:
         study = optuna.create_study(
             study_name=study_name, storage=storage, direction="maximize", load_if_exists=True,
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1),
         )
     except Exception as e:  # noqa: BLE001
         raise TinyMnistError(f"--storage {_safe_url(storage_url)}: cannot open study '{study_name}' "
@@ -149,6 +148,9 @@ def open_study(storage_url: str, study_name: str, flags: dict[str, Any]) -> tupl
     if base.val_split <= 0:
         raise TinyMnistError("--val-split: tuning needs a validation split (> 0 held-out training images)")
     check_budget(base)
+    # Early epochs say little (one-cycle is still warming up), so no pruning in the first half of a trial; the
+    # pruner is per process, not stored, so it can follow the base options.
+    study.pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=base.epochs // 2 + 1)
     mine = _comparable(base)
     if saved is None:
         study.set_user_attr("base_config", mine)
@@ -201,7 +203,8 @@ def make_objective(base: TrainConfig, runs_dir: Path, data=None, on_trial: Trial
 
         def report(m: dict) -> None:
             trial.report(m["val_acc"], m["epoch"])
-            if trial.should_prune():
+            # After the last epoch there is nothing left to save: the trial completes.
+            if m["epoch"] < config.epochs and trial.should_prune():
                 if on_trial:
                     on_trial(trial.number, "pruned", {"epoch": m["epoch"], "val_acc": m["val_acc"], **params,
                                                       "seconds": time.perf_counter() - start})
