@@ -91,6 +91,18 @@ def test_background_removed_and_ink_stretched():
     assert y[0, 0] == 0.0 and y[25, 25] == pytest.approx(1.0)
 
 
+def test_unevenly_lit_paper_is_removed():
+    h, w = 300, 400
+    light = np.linspace(0.95, 0.65, w)[None, :] * np.linspace(1.0, 0.9, h)[:, None]  # darker to the right
+    x = (1.0 - light).astype(np.float32)  # inverted: the shading is now a bright ramp, the paper is not black
+    x[100:200, 150:160] = 0.9  # a stroke
+    y = P.remove_background(x)
+    paper = np.ones_like(y, dtype=bool)
+    paper[95:205, 145:165] = False
+    assert y[paper].max() < P.INK_LEVEL and y[150, 155] > 0.8
+    assert P.ink_box(y) == (100, 150, 200, 160)
+
+
 @pytest.mark.parametrize("contrast", [0.0, 0.05])
 def test_no_ink_is_an_error(contrast):
     x = np.zeros((40, 40), np.float32)

@@ -156,12 +156,12 @@ def _check_torchscript(tmp: Path, x: torch.Tensor, reference: torch.Tensor,
                        meta: dict[str, str]) -> tuple[float, float]:
     from .predict import from_torchscript
 
+    extra = {TORCHSCRIPT_META: ""}
     with _quiet_exporter():
         predictor = from_torchscript(tmp)
         logits = predictor._run(x)
         single = predictor._run(x[:1])
-    extra = {TORCHSCRIPT_META: ""}
-    torch.jit.load(str(tmp), _extra_files=extra)
+        torch.jit.load(str(tmp), _extra_files=extra)
     if json.loads(extra[TORCHSCRIPT_META]) != meta:
         raise TinyMnistError(f"{tmp}: metadata did not survive the round trip")
     diff, same = _compare(reference, logits)

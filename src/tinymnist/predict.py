@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,7 +134,9 @@ def from_torchscript(path: str | Path) -> Predictor:
     path = Path(path)
     extra = {TORCHSCRIPT_META: ""}
     try:
-        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated upstream, still works
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except Exception as e:  # noqa: BLE001
         raise TinyMnistError(
             f"{path}: not a run directory, ONNX or TorchScript model ({_first_line(e)})"
