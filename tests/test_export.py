@@ -125,6 +125,13 @@ def test_export_of_unfinished_run_is_a_one_line_error(quick_run, tmp_path, capsy
     assert not (broken / "model.onnx").exists()
 
 
+def test_export_never_overwrites_run_files(quick_run, capsys):
+    before = (quick_run / "model.pt").read_bytes()
+    assert main(["export", str(quick_run), "--format", "torchscript", "--out", str(quick_run / "model.pt")]) == 1
+    assert "a run directory's own file" in capsys.readouterr().err
+    assert (quick_run / "model.pt").read_bytes() == before
+
+
 def test_unknown_format_is_refused(quick_run, capsys):
     with pytest.raises(SystemExit) as e:
         main(["export", str(quick_run), "--format", "tflite"])

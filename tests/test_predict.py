@@ -125,6 +125,36 @@ def test_bad_model_argument(tmp_path, model, message):
         load_predictor(tmp_path / model)
 
 
+def hand_made_onnx(path, batch, channels=1) -> np.ndarray:
+    """A linear 'model' written with onnx.helper, as a file made outside tinymnist would be: no metadata, and
+    possibly a fixed batch size. Returns its weights."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(0).normal(size=(channels * 28 * 28, 10)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["images"], ["flat"], axis=1), helper.make_node("MatMul", ["flat", "w"], ["y"])],
+        "linear", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, channels, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 10])], [numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return w
+
+
+def test_foreign_onnx_with_fixed_batch(tmp_path, test_split):
+    w = hand_made_onnx(tmp_path / "linear.onnx", batch=4)
+    predictor = load_predictor(tmp_path / "linear.onnx")
+    assert predictor.dataset == "mnist" and predictor.class_names == [str(i) for i in range(10)]  # the defaults
+    images = test_split.images[:6]  # not a multiple of 4: the last chunk is padded, then trimmed
+    expected = torch.softmax(normalize(images).flatten(1) @ torch.from_numpy(w), 1)
+    assert torch.allclose(predictor.probabilities(images), expected, atol=1e-5)
+
+
+def test_onnx_with_the_wrong_input_shape(tmp_path):
+    hand_made_onnx(tmp_path / "rgb.onnx", batch=1, channels=3)
+    with pytest.raises(TinyMnistError, match=r"input has shape \[1, 3, 28, 28\], expected \[batch, 1, 28, 28\]"):
+        load_predictor(tmp_path / "rgb.onnx")
+
+
 def test_top_must_be_positive(quick_run, photos, capsys):
     with pytest.raises(SystemExit) as e:
         main(["predict", str(quick_run), str(photos[1][0]), "--top", "0"])

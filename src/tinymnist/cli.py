@@ -278,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="RUN_DIR_OR_MODEL",
                    help="a run directory, or an exported model.onnx / TorchScript file")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files and/or folders")
-    p.add_argument("--top", type=_positive_int, default=3, help="show the k most likely classes (default: 3)")
+    p.add_argument("--top", type=_positive_int, default=3, metavar="K",
+                   help="show the K most likely classes (default: 3)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
     p.add_argument("--no-normalize", action="store_true",
                    help="skip the MNIST-style preprocessing: for images that already are white-on-black, centred "

@@ -82,9 +82,13 @@ def check_images(config: TrainConfig, n: int = CHECK_IMAGES) -> tuple[torch.Tens
 
 
 def _out_path(run_dir: Path, fmt: str, out: str | Path | None) -> Path:
+    from .rundir import CHECKPOINT, CONFIG, METRICS, SUMMARY, WEIGHTS
+
     path = Path(out) if out else run_dir / DEFAULT_NAMES[fmt]
     if path.is_dir():
         path = path / DEFAULT_NAMES[fmt]
+    if path.name in (CONFIG, METRICS, CHECKPOINT, WEIGHTS, SUMMARY) and (path.parent / CONFIG).is_file():
+        raise TinyMnistError(f"--out {path}: that is a run directory's own file; choose another name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -123,11 +127,18 @@ def _write_onnx(model: nn.Module, meta: dict[str, str], tmp: Path) -> None:
         raise TinyMnistError("--format onnx needs the 'onnx' and 'onnxscript' packages (pip install onnx onnxscript)") \
             from None
     example = torch.zeros(2, 1, 28, 28)
-    with _quiet_exporter():
-        program = torch.onnx.export(
-            model, (example,), dynamo=True, input_names=["images"], output_names=["logits"],
-            dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
-        )
+    try:
+        with _quiet_exporter():
+            program = torch.onnx.export(
+                model, (example,), dynamo=True, input_names=["images"], output_names=["logits"],
+                dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
+            )
+    except ImportError as e:
+        raise TinyMnistError(f"--format onnx needs the '{e.name or 'onnxscript'}' package (pip install onnxscript)") \
+            from None
+    except Exception as e:  # noqa: BLE001 - torch.export / the ONNX translation refused the model
+        text = str(e).strip().splitlines()
+        raise TinyMnistError(f"ONNX export failed ({text[0] if text else type(e).__name__})") from None
     proto = program.model_proto
     onnx.helper.set_model_props(proto, meta)
     proto.doc_string = "tinymnist model; see the tinymnist.* metadata for the expected input"
@@ -139,10 +150,10 @@ def _check_onnx(tmp: Path, x: torch.Tensor, reference: torch.Tensor) -> tuple[fl
     from .predict import from_onnx
 
     predictor = from_onnx(tmp)
-    logits = predictor._run(x)
+    logits = predictor.forward(x)
     diff, same = _compare(reference, logits)
     # The batch axis must really be dynamic: one image alone gives the same logits as inside the batch.
-    single = predictor._run(x[:1])
+    single = predictor.forward(x[:1])
     return max(diff, float((single - reference[:1]).abs().max())), same
 
 
@@ -159,8 +170,8 @@ def _check_torchscript(tmp: Path, x: torch.Tensor, reference: torch.Tensor,
     extra = {TORCHSCRIPT_META: ""}
     with _quiet_exporter():
         predictor = from_torchscript(tmp)
-        logits = predictor._run(x)
-        single = predictor._run(x[:1])
+        logits = predictor.forward(x)
+        single = predictor.forward(x[:1])
         torch.jit.load(str(tmp), _extra_files=extra)
     if json.loads(extra[TORCHSCRIPT_META]) != meta:
         raise TinyMnistError(f"{tmp}: metadata did not survive the round trip")

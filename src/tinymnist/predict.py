@@ -39,12 +39,14 @@ class Predictor:
     mean: float
     std: float
     class_names: list[str]
-    _run: Callable[[torch.Tensor], torch.Tensor] | None = field(repr=False, default=None)  # [N,1,28,28] -> [N,C]
+    # the network itself: normalised float32 [N, 1, 28, 28] -> logits [N, C]
+    forward: Callable[[torch.Tensor], torch.Tensor] = field(repr=False, default=lambda x: x)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [N, 28, 28] -> logits [N, C]."""
+        """uint8 [N, 28, 28] -> logits [N, C]. The same arithmetic as `data.normalize`, but with this model's
+        mean/std, which for an exported file come from its metadata."""
         x = ((images.float() / 255.0 - self.mean) / self.std).unsqueeze(1)
-        return self._run(x)
+        return self.forward(x)
 
     def probabilities(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """uint8 [N, 28, 28] -> class probabilities [N, C], in batches."""
@@ -54,10 +56,10 @@ class Predictor:
         return torch.softmax(torch.cat(chunks).float(), dim=1)
 
 
-def _metadata(dataset: str, model_name: str, source: str, backend: str, run) -> Predictor:
+def _predictor(dataset: str, model_name: str, source: str, backend: str, run) -> Predictor:
     mean, std = NORMALIZATION[dataset]
     return Predictor(source=source, backend=backend, dataset=dataset, model_name=model_name, mean=mean, std=std,
-                     class_names=list(CLASS_NAMES[dataset]), _run=run)
+                     class_names=list(CLASS_NAMES[dataset]), forward=run)
 
 
 def from_run_dir(run_dir: str | Path) -> Predictor:
@@ -69,7 +71,7 @@ def from_run_dir(run_dir: str | Path) -> Predictor:
     def run(x: torch.Tensor) -> torch.Tensor:
         return model(x)
 
-    return _metadata(config.dataset, config.model, str(run_dir), "pytorch", run)
+    return _predictor(config.dataset, config.model, str(run_dir), "pytorch", run)
 
 
 def _from_meta(meta: dict[str, str], path: Path, backend: str, run, n_classes: int) -> Predictor:
@@ -77,7 +79,7 @@ def _from_meta(meta: dict[str, str], path: Path, backend: str, run, n_classes: i
     dataset = meta.get(META_PREFIX + "dataset", "mnist")
     if dataset not in NORMALIZATION:
         raise TinyMnistError(f"{path}: model metadata names an unknown dataset '{dataset}'")
-    p = _metadata(dataset, meta.get(META_PREFIX + "model", "unknown"), str(path), backend, run)
+    p = _predictor(dataset, meta.get(META_PREFIX + "model", "unknown"), str(path), backend, run)
     try:
         p.mean = float(meta.get(META_PREFIX + "mean", p.mean))
         p.std = float(meta.get(META_PREFIX + "std", p.std))

@@ -35,6 +35,7 @@ from .errors import TinyMnistError
 # Decoded-pixel limit: a 50-megapixel photo still passes, a crafted 100k x 100k PNG (a few hundred bytes on disk,
 # tens of GB once decoded) does not. Checked from the header, before anything is decoded.
 MAX_PIXELS = 50_000_000
+MAX_FILE_BYTES = 256 * 2**20  # more than any 50-megapixel PNG needs; refuses reading a disk image into memory
 # Images larger than this (longer side) are box-shrunk by an integer factor first: the digit ends up 20 px tall,
 # so more resolution only costs time and memory.
 WORKING_SIDE = 2048
@@ -68,12 +69,15 @@ def open_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     if not path.is_file():
         raise TinyMnistError(f"{path}: not a file")
     try:
-        data = path.read_bytes()  # digit images are small; one read, and no file handle to keep open
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise TinyMnistError(f"{path}: refused: {size:,} bytes, over the limit of {MAX_FILE_BYTES:,} for one image")
+        data = path.read_bytes()  # one read, and no file handle to keep open
     except OSError as e:
         raise TinyMnistError(f"{path}: cannot read ({e.strerror})") from None
     if not data:
         raise TinyMnistError(f"{path}: empty file")
-    # Pillow warns past its own limit and raises past twice that; we want one rule, ours, and as an error.
+    # Pillow only warns between its own limit and twice that; make the warning an error like the rest.
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -134,10 +138,13 @@ def to_grey(img: Image.Image, background: float = 1.0, max_side: int = WORKING_S
         grey = np.clip(shrunk / scale, 0.0, 1.0)
     else:
         has_alpha = "A" in mode or "a" in mode or "transparency" in img.info
-        if has_alpha and mode not in ("LA", "RGBA"):
-            img = img.convert("RGBA")  # palette/colour transparency -> a real alpha channel
-        # Pillow's own grey conversion (ITU-R 601 luma, in C) is the fast way from colour to grey.
-        canonical = img.convert("LA" if has_alpha else "L")
+        try:
+            if has_alpha and mode not in ("LA", "RGBA"):
+                img = img.convert("RGBA")  # palette/colour transparency -> a real alpha channel
+            # Pillow's own grey conversion (ITU-R 601 luma, in C) is the fast way from colour to grey.
+            canonical = img.convert("LA" if has_alpha else "L")
+        except ValueError:  # a mode Pillow cannot convert (internal ones such as premultiplied "La")
+            raise TinyMnistError(f"unsupported image mode '{mode}'") from None
         arr = np.asarray(_shrink(canonical, max_side), dtype=np.float32) / 255.0
         grey = arr[..., 0] if has_alpha else arr
         if has_alpha:
