@@ -167,6 +167,17 @@ def test_lopsided_patch_stays_inside():
 
 
 # --------------------------------------------------------------------------------------------- end to end
+def test_fashion_layout_fills_the_field_and_centres_the_box():
+    a = np.full((300, 400), 255, np.uint8)
+    a[50:110, 20:140] = 30  # a dark, wide, filled "bag" in the top-left corner of a white photo
+    a[60:70, 30:130] = 200  # with a light band (not a stroke to thicken)
+    out = P.mnist_style(Image.fromarray(a), dataset="fashion-mnist").numpy()
+    assert P.ink_box(out.astype(np.float32) / 255) == (7, 0, 21, 28)  # 120x60 -> 28x14, centred
+    digit = P.mnist_style(Image.fromarray(a), dataset="mnist").numpy()
+    top, left, bottom, right = P.ink_box(digit.astype(np.float32) / 255)
+    assert max(bottom - top, right - left) == 20
+
+
 def test_mnist_digit_passes_through_nearly_unchanged(tmp_path, test_digits):
     for i in range(10):
         Image.fromarray(test_digits[0][i].numpy()).save(tmp_path / f"{i}.png")

@@ -229,7 +229,7 @@ def predict_files(predictor: Predictor, paths: list[str | Path], top: int = 3, n
         if path is None:
             continue
         try:
-            images.append(load_digit(path, normalize=normalize))
+            images.append(load_digit(path, normalize=normalize, dataset=predictor.dataset))
             slots.append(len(results) - 1)
         except TinyMnistError as e:
             results[-1].error = str(e)

@@ -14,6 +14,7 @@ such an image well after it has been brought to the same form, one small step at
     thicken_thin_strokes  a fine pen on a big canvas would vanish at 20 px: widen such strokes to MNIST's width
     fit_box             scale the longer side to 20 px keeping the aspect ratio
     centre_by_mass      paste into 28x28 so the centre of mass lands on the centre pixel
+                        (Fashion-MNIST instead: longer side 28 px, bounding box centred, no thickening)
     to_uint8            -> uint8, the form the dataset has; training's normalisation is applied by the predictor
 
 Each step is a pure function of arrays (float32, [H, W], values in [0, 1]) and is tested on its own.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +57,23 @@ MIN_CONTRAST = 0.1
 # under 60% of that (1.5 px, MNIST's 5th percentile or so) are thickened, see `thicken_thin_strokes`.
 STROKE_FRACTION = 0.125
 THIN_STROKE = 0.6
+
+
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a dataset places its object in the 28x28 field."""
+
+    box: int  # longer side of the object, in pixels
+    by_mass: bool  # centre by centre of mass (MNIST) or by bounding box (Fashion-MNIST)
+    thicken: bool  # widen thin strokes: digits are strokes; garments are filled shapes
+
+
+# MNIST: digit scaled into 20x20, centred by centre of mass (measured: the longer side is 20 px in 9,997 of 10,000
+# test images). Fashion-MNIST: the product's longer side is 28 px (9,833 of 10,000), its bounding box centred.
+LAYOUTS = {"mnist": Layout(box=DIGIT_BOX, by_mass=True, thicken=True),
+           "fashion-mnist": Layout(box=FIELD, by_mass=False, thicken=False)}
 
 
 # ------------------------------------------------------------------------------------------------------- decode
@@ -360,20 +379,34 @@ def centre_by_mass(patch: np.ndarray, field: int = FIELD) -> np.ndarray:
     return out
 
 
+def centre_by_box(patch: np.ndarray, field: int = FIELD) -> np.ndarray:
+    """Paste `patch` into the middle of a black field x field image (Fashion-MNIST's placement; an odd margin
+    puts the extra pixel before the patch, as Fashion-MNIST does: its mean box centre is 13.6, not 13.5)."""
+    h, w = patch.shape
+    top, left = (field - h + 1) // 2, (field - w + 1) // 2
+    out = np.zeros((field, field), dtype=np.float32)
+    out[top:top + h, left:left + w] = patch
+    return out
+
+
 def to_uint8(x: np.ndarray) -> torch.Tensor:
     """float [0, 1] -> uint8 tensor, the dataset's own pixel format."""
     return torch.from_numpy(np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8))
 
 
 # ------------------------------------------------------------------------------------------------- pipelines
-def mnist_style(img: Image.Image) -> torch.Tensor:
-    """The whole pipeline: a decoded image -> uint8 [28, 28], white digit on black, MNIST geometry."""
+def mnist_style(img: Image.Image, dataset: str = "mnist") -> torch.Tensor:
+    """The whole pipeline: a decoded image -> uint8 [28, 28], light object on black, placed the way `dataset`
+    places its images (see LAYOUTS)."""
+    layout = LAYOUTS.get(dataset, LAYOUTS["mnist"])
     grey = to_grey(img, background=1.0)
     x, _ = to_light_on_dark(grey)
     x = remove_background(x)
-    crop = thicken_thin_strokes(crop_to_ink(x, ink_box(x)))
-    patch = fit_box(crop)
-    return to_uint8(centre_by_mass(patch))
+    crop = crop_to_ink(x, ink_box(x))
+    if layout.thicken:
+        crop = thicken_thin_strokes(crop)
+    patch = fit_box(crop, layout.box)
+    return to_uint8(centre_by_mass(patch) if layout.by_mass else centre_by_box(patch))
 
 
 def as_is(img: Image.Image) -> torch.Tensor:
@@ -386,10 +419,12 @@ def as_is(img: Image.Image) -> torch.Tensor:
     return to_uint8(grey)
 
 
-def load_digit(path: str | Path, normalize: bool = True, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
-    """Read one image file as a uint8 [28, 28] tensor ready for `data.normalize`. Errors name the file."""
+def load_digit(path: str | Path, normalize: bool = True, dataset: str = "mnist",
+               max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    """Read one image file as a uint8 [28, 28] tensor ready for `data.normalize`, laid out like `dataset`'s
+    images. Errors name the file."""
     img = open_image(path, max_pixels)
     try:
-        return mnist_style(img) if normalize else as_is(img)
+        return mnist_style(img, dataset) if normalize else as_is(img)
     except TinyMnistError as e:
         raise TinyMnistError(f"{path}: {e}") from None
