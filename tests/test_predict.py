@@ -198,14 +198,14 @@ def test_fashion_mnist_class_names(tmp_path_factory, tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------ acceptance
 @pytest.mark.slow
 def test_a_persons_digits_are_read_as_well_as_mnist(tmp_path_factory, tmp_path, test_split):
-    """Acceptance: 500 test digits re-rendered as a person's would be (dark ink on paper, a few hundred px,
+    """Acceptance: 1,000 test digits re-rendered as a person's would be (dark ink on paper, a few hundred px,
     off-centre, RGB PNG and JPEG) are predicted within 1 point of the model's accuracy on the originals."""
     run = trained_run("good", tmp_path_factory.getbasetemp() / "predict-runs")
-    n = 500
+    n = 1000  # at ~99% accuracy, one point is 10 images: room for the model to differ a little across CPUs
     images, labels = test_split.images[:n], test_split.labels[:n]
     predictor = from_run_dir(run)
     original_acc = float((predictor.probabilities(images).argmax(1) == labels).float().mean())
-    assert original_acc > 0.95  # the model must be good for the comparison to mean something
+    assert original_acc > 0.97  # the model must be good for the comparison to mean something
 
     rng = np.random.default_rng(0)
     for fmt in ("png", "jpg"):
