@@ -26,8 +26,11 @@ def main() -> None:
     p.add_argument("--config", required=True, help="TOML file with the training options")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--out", default="runs/zoo", help="parent folder of the run directories")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per run (0 = torch's default)")
     args = p.parse_args()
-    base = config_from_dict(load_toml(args.config), TrainConfig(), source=args.config)
+    base = config_from_dict(load_toml(args.config), TrainConfig(threads=args.threads), source=args.config)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     stem = Path(args.config).stem
     print(f"{stem}: {base.model}, {base.epochs} epochs; CPU {cpu_name()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}", flush=True)
