@@ -154,7 +154,12 @@ def plot_digits(images: torch.Tensor, titles: list[str], path: str | Path | None
     cols = max(1, min(cols, n))
     rows = max(1, math.ceil(n / cols))
     lines = max((t.count("\n") + 1 for t in titles), default=1)
-    side, gap_x, cap = 28, 7, 3 + 5 * lines  # data units (pixels); `cap` leaves room for the caption
+    side, cap = 28, 3 + 5 * lines  # data units (image pixels); `cap` leaves room for the caption
+    inch_per_px = 1.45 / side
+    # Leave each caption room for its longest line (about 0.075 inch a character at 9 pt): long Fashion-MNIST
+    # names get wider cells instead of running into their neighbours.
+    longest = max((len(line) for t in titles for line in t.split("\n")), default=0)
+    gap_x = max(7, math.ceil((0.075 * longest + 0.15) / inch_per_px) - side)
     cell_w, cell_h = side + gap_x, side + cap
     mosaic = np.full((rows * cell_h, cols * cell_w), np.nan)
     for i in range(n):
@@ -162,9 +167,11 @@ def plot_digits(images: torch.Tensor, titles: list[str], path: str | Path | None
         y0, x0 = r * cell_h + cap, c * cell_w + gap_x // 2
         img = images[i].numpy() if isinstance(images[i], torch.Tensor) else np.asarray(images[i])
         mosaic[y0:y0 + side, x0:x0 + side] = img
-    inch_per_px = 1.45 / side
-    fig = _new_figure(cols * cell_w * inch_per_px + 0.2, rows * cell_h * inch_per_px + (0.55 if title else 0.1))
-    ax = fig.add_axes((0, 0, 1, 1)) if not title else fig.subplots()
+    width = cols * cell_w * inch_per_px + 0.2
+    if title:  # wide enough for the title even when there are only a few images
+        width = max(width, 0.1 * max(len(line) for line in title.split("\n")) + 0.4)
+    fig = _new_figure(width, rows * cell_h * inch_per_px + (0.6 if title else 0.1))
+    ax = fig.subplots()
     cmap = __import__("matplotlib").colormaps["gray"].with_extremes(bad="white")
     ax.imshow(np.ma.masked_invalid(mosaic), cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
     for i in range(n):
@@ -173,7 +180,7 @@ def plot_digits(images: torch.Tensor, titles: list[str], path: str | Path | None
                 fontsize=9, color=title_colors[i] if title_colors else "black", linespacing=1.1)
     ax.set_axis_off()
     if title:
-        ax.set_title(title, fontsize=12)
+        fig.suptitle(title, fontsize=12)
     if path is not None:
         _save(fig, Path(path))
     return fig
@@ -190,8 +197,11 @@ def plot_misclassified(ev: RunEvaluation, path: str | Path, top: int = 36) -> Pa
         return _save(fig, Path(path))
     titles = [f"true {names[m.true]} → {names[m.predicted]}\n{100 * m.confidence:.0f}% sure · #{m.index}"
               for m in shown]
-    title = (f"The {len(shown)} most confident mistakes of {len(ev.mistakes):,} misclassified test images\n"
-             "caption: true class → predicted class; the model's confidence in its (wrong) answer; test index")
+    if len(shown) == len(ev.mistakes):
+        head = f"All {len(shown):,} misclassified test images, the most confident first"
+    else:
+        head = f"The {len(shown)} most confident of {len(ev.mistakes):,} misclassified test images"
+    title = head + "\ncaption: true → predicted class; confidence in the wrong answer; test index"
     fig = plot_digits(ev.images[[m.index for m in shown]], titles, cols=6, title=title)
     return _save(fig, Path(path))
 
@@ -210,8 +220,17 @@ def write_misclassified_csv(ev: RunEvaluation, path: str | Path) -> Path:
     return path
 
 
-def _config_value(v: Any) -> str:
-    return "(model default)" if v is None else f"`{v}`"
+def _config_value(key: str, v: Any, model: str) -> str:
+    if v is None:
+        if key == "dropout":
+            d = _model_default_dropout(model)
+            return "model default" + ("" if d is None else f" (`{d:g}`)")
+        return {"data_dir": "(searched: see Data below)"}.get(key, "-")
+    return f"`{v}`"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def format_report_md(run_dir: Path, ev: RunEvaluation, history: list[dict], payload: dict,
@@ -224,7 +243,7 @@ def format_report_md(run_dir: Path, ev: RunEvaluation, history: list[dict], payl
     n_train = data.get("train_images")
     lines.append(
         f"**{config['model']}** ({payload.get('params', 0):,} trainable parameters), trained for "
-        f"{last['epoch']} epoch(s) on **{config['dataset']}**"
+        f"{_plural(last['epoch'], 'epoch')} on **{config['dataset']}**"
         + (f" ({n_train:,} training images)" if isinstance(n_train, int) else "")
         + f", evaluated on {ev.total:,} test images."
     )
@@ -238,7 +257,7 @@ def format_report_md(run_dir: Path, ev: RunEvaluation, history: list[dict], payl
                  "so for reference only).")
     if summary is not None:
         lines.append(f"- Training time: {_duration(summary['wall_seconds'])} on {env.get('cpu', 'a CPU')} "
-                     f"({env.get('threads', '?')} threads).")
+                     f"({_plural(env['threads'], 'thread') if 'threads' in env else '? threads'}).")
     lines += [f"- {len(ev.mistakes):,} misclassified test images (all listed in `{MISCLASSIFIED_CSV}`)."]
     for w in ev.warnings:
         lines.append(f"- **Warning:** {w}")
@@ -269,7 +288,7 @@ def format_report_md(run_dir: Path, ev: RunEvaluation, history: list[dict], payl
 
     lines += ["## Config", "", "| option | value |", "|---|---|"]
     for key, value in config.items():
-        lines.append(f"| {key} | {_config_value(value)} |")
+        lines.append(f"| {key} | {_config_value(key, value, config['model'])} |")
     lines += ["", "## Data and environment", ""]
     if data:
         lines.append(f"- Data: {data.get('dataset')} from {data.get('source')}.")
