@@ -210,3 +210,17 @@ def test_report_with_no_runs_is_one_line():
 def test_report_out_must_be_png(runs, tmp_path, capsys):
     msg = one_line_error(capsys, ["report", str(runs[0].run_dir), "--out", str(tmp_path / "x.jpg")])
     assert "--out" in msg and ".png" in msg
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "step", "none"])
+def test_lr_by_step_replays_the_schedule(schedule):
+    config = TrainConfig(epochs=3, batch_size=100, lr=0.05, schedule=schedule, step_size=1).to_dict()
+    xs, ys = report.lr_by_step(config, n_train=1000)  # 10 steps an epoch
+    assert xs[0] == 0 and xs[-1] == 3 and xs == sorted(xs)
+    if schedule == "onecycle":
+        assert max(ys) == pytest.approx(0.05) and ys[0] == pytest.approx(0.05 / 20) and ys[-1] < 1e-3
+        assert 0.4 < xs[ys.index(max(ys))] < 0.8  # the peak at 20% of the 30 steps
+    elif schedule == "step":
+        assert ys[xs.index(0.5)] == pytest.approx(0.05) and ys[xs.index(1.5)] == pytest.approx(0.005)
+    else:
+        assert set(ys) == {0.05}

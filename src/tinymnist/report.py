@@ -11,7 +11,7 @@ Every finished `train` calls `write_run_report(run_dir)`, which adds to the run 
 `compare_runs` / `plot_comparison` overlay several runs' curves and tabulate their final numbers.
 
 Figures are drawn on `matplotlib.figure.Figure` with the Agg canvas, never through pyplot: no display is
-needed, nothing global changes (a notebook's inline backend keeps working), and figures are freed on return.
+needed, and nothing global changes (a notebook's inline backend keeps working).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -70,9 +71,45 @@ def _series(history: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def plot_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
+def lr_by_step(config: dict, n_train: int) -> tuple[list[float], list[float]] | None:
+    """The learning rate at every optimiser step of a run, replayed from its config with the training loop's own
+    optimiser and schedule (on a dummy parameter, so it costs milliseconds). x is training progress in epochs:
+    epoch e runs from x = e - 1 to x = e. None if the config cannot be replayed."""
+    from .config import config_from_dict
+    from .train import _batches, make_optimizer, make_schedule
+
+    try:
+        cfg = config_from_dict(config)
+    except TinyMnistError:
+        return None
+    steps = len(_batches(n_train, cfg.batch_size))
+    if steps == 0:
+        return None
+    dummy = torch.nn.Linear(1, 1)
+    optimizer = make_optimizer(dummy, cfg)
+    scheduler, per_batch = make_schedule(optimizer, cfg, steps)
+    stride = max(1, cfg.epochs * steps // 2000)  # a few thousand points draw the same line
+    xs, ys = [], []
+    optimizer.step()  # no gradients, so a no-op; the scheduler warns if it steps before the optimizer ever has
+    for epoch in range(1, cfg.epochs + 1):
+        for b in range(steps):
+            if b % stride == 0:
+                xs.append(epoch - 1 + b / steps)
+                ys.append(optimizer.param_groups[0]["lr"])
+            if scheduler is not None and per_batch:
+                scheduler.step()
+        if scheduler is not None and not per_batch:
+            scheduler.step()
+    xs.append(cfg.epochs)
+    ys.append(optimizer.param_groups[0]["lr"])
+    return xs, ys
+
+
+def plot_curves(history: list[dict], path: str | Path, title: str = "",
+                lr_steps: tuple[list[float], list[float]] | None = None) -> Path:
     """Three panels over epochs: loss, accuracy (%), learning rate. Train is dashed, test solid, validation
-    dotted, in every panel and every figure; the last values are in the panel titles."""
+    dotted, in every panel and every figure; the last values are in the panel titles. `lr_steps` (from
+    `lr_by_step`) draws the learning rate at every step; the dots are the rate at the start of each epoch."""
     fig = _new_figure(15, 5.0)
     ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
     marker = "o" if len(history) <= 30 else None  # with few epochs, markers show where the measurements are
@@ -87,13 +124,22 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
                 ax.plot(x, [v * scale for v in y], ls, color=color, marker=marker, markersize=4, label=label)
                 last[key].append(f"{split} {y[-1]:.4f}" if scale == 1 else f"{split} {100 * y[-1]:.2f}%")
     x, y = _series(history, "lr")
-    ax_lr.plot(x, y, "-", color="#555555", marker=marker, markersize=4)
+    if lr_steps is not None:
+        ax_lr.plot(*lr_steps, "-", color="#555555", linewidth=1.5)
+        ax_lr.plot([e - 1 for e in x], y, "o", color="#555555", markersize=4)
+        ax_lr.set(title="Learning rate\nline: every step; dots: start of each epoch",
+                  xlabel="training progress (epochs)")
+        ax_lr.set_ylim(bottom=0)
+    else:
+        ax_lr.plot(x, y, "-", color="#555555", marker=marker, markersize=4)
+        ax_lr.set(title="Learning rate\nat the start of each epoch")
     ax_loss.set(title="Loss\nlast epoch: " + ", ".join(last["loss"]), ylabel="cross-entropy (lower is better)")
     ax_acc.set(title="Accuracy\nlast epoch: " + ", ".join(last["acc"]), ylabel="accuracy (%)")
-    ax_lr.set(title="Learning rate\nat the start of each epoch", ylabel="learning rate")
+    ax_lr.set(ylabel="learning rate")
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     for ax in (ax_loss, ax_acc, ax_lr):
-        ax.set_xlabel("epoch")
+        if not ax.get_xlabel():
+            ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     # One legend under the panels: the same line styles mean the same thing in both, and it covers no curve.
@@ -172,7 +218,7 @@ def plot_digits(images: torch.Tensor, titles: list[str], path: str | Path | None
         width = max(width, 0.1 * max(len(line) for line in title.split("\n")) + 0.4)
     fig = _new_figure(width, rows * cell_h * inch_per_px + (0.6 if title else 0.1))
     ax = fig.subplots()
-    cmap = __import__("matplotlib").colormaps["gray"].with_extremes(bad="white")
+    cmap = matplotlib.colormaps["gray"].with_extremes(bad="white")  # white between the tiles
     ax.imshow(np.ma.masked_invalid(mosaic), cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
     for i in range(n):
         r, c = divmod(i, cols)
@@ -186,6 +232,11 @@ def plot_digits(images: torch.Tensor, titles: list[str], path: str | Path | None
     return fig
 
 
+def _confidence(p: float) -> str:
+    # Whole percents, except near certainty: rounding 99.6% up to "100%" would claim what the model did not.
+    return f"{100 * p:.0f}%" if p < 0.995 else f"{math.floor(1000 * p) / 10:.1f}%"
+
+
 def plot_misclassified(ev: RunEvaluation, path: str | Path, top: int = 36) -> Path:
     """The `top` most confident mistakes, most confident first."""
     shown = ev.mistakes[:top]
@@ -195,7 +246,7 @@ def plot_misclassified(ev: RunEvaluation, path: str | Path, top: int = 36) -> Pa
         fig.text(0.5, 0.5, f"No misclassified images: all {ev.total:,} test images are right.",
                  ha="center", va="center", fontsize=12)
         return _save(fig, Path(path))
-    titles = [f"true {names[m.true]} → {names[m.predicted]}\n{100 * m.confidence:.0f}% sure · #{m.index}"
+    titles = [f"true {names[m.true]} → {names[m.predicted]}\n{_confidence(m.confidence)} sure · #{m.index}"
               for m in shown]
     if len(shown) == len(ev.mistakes):
         head = f"All {len(shown):,} misclassified test images, the most confident first"
@@ -322,8 +373,10 @@ def write_run_report(
     config = payload["config"]
     title = (f"{run_dir.name}: {config['model']} ({payload.get('params', 0):,} params) on {config['dataset']}, "
              f"final test accuracy {_pct(ev.accuracy)}")
+    n_train = payload.get("data", {}).get("train_images")
+    lr_steps = lr_by_step(config, n_train) if isinstance(n_train, int) else None
     out = {
-        "curves": plot_curves(history, run_dir / CURVES, title),
+        "curves": plot_curves(history, run_dir / CURVES, title, lr_steps),
         "confusion": plot_confusion(ev.confusion, ev.class_names, run_dir / CONFUSION,
                                     f"{run_dir.name}: test-set confusion matrix, accuracy {_pct(ev.accuracy)}"),
         "misclassified": plot_misclassified(ev, run_dir / MISCLASSIFIED, top),
@@ -349,6 +402,7 @@ class RunInfo:
     params: int
     history: list[dict]
     summary: dict | None  # None: the run did not finish
+    train_images: int | None = None
 
     @property
     def label(self) -> str:
@@ -365,7 +419,9 @@ def load_runs(run_dirs: list[str | Path]) -> list[RunInfo]:
         _, payload = rundir.read_config(d)
         history = rundir.read_metrics(d)
         summary = rundir.read_summary(d) if (d / rundir.SUMMARY).is_file() else None
-        runs.append(RunInfo(d, payload["config"], int(payload.get("params", 0)), history, summary))
+        n_train = payload.get("data", {}).get("train_images")
+        runs.append(RunInfo(d, payload["config"], int(payload.get("params", 0)), history, summary,
+                            n_train if isinstance(n_train, int) else None))
     return runs
 
 
@@ -447,20 +503,30 @@ def plot_comparison(runs: list[RunInfo], path: str | Path, title: str = "") -> P
             x, y = _series(r.history, f"train_{key}")
             ax.plot(x, [v * scale for v in y], "--", color=color, alpha=0.6)
         x, y = _series(r.history, "lr")
-        ax_lr.plot(x, y, "-", color=color, marker=marker, markersize=4, label=label)
+        steps = lr_by_step(r.config, r.train_images) if r.train_images else None
+        # Runs often share a schedule: earlier runs are drawn wider, so a curve hidden under another still shows.
+        width = 1.5 + 1.5 * (len(runs) - 1 - i) if len(runs) <= 4 else 1.5
+        if steps is not None:
+            ax_lr.plot(*steps, "-", color=color, linewidth=width)
+            ax_lr.plot([e - 1 for e in x], y, "o", color=color, markersize=4)
+            ax_lr.set_xlabel("training progress (epochs)")
+        else:
+            ax_lr.plot(x, y, "-", color=color, marker=marker, markersize=4)
     ax_loss.set(title="Loss (solid: test, dashed: train)", ylabel="cross-entropy (lower is better)")
     ax_acc.set(title="Accuracy (solid: test, dashed: train)", ylabel="accuracy (%)")
-    ax_lr.set(title="Learning rate at the start of each epoch", ylabel="learning rate")
+    ax_lr.set(title="Learning rate (dots: start of each epoch)", ylabel="learning rate")
+    ax_lr.set_ylim(bottom=0)
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     for ax in (ax_loss, ax_acc, ax_lr):
-        ax.set_xlabel("epoch")
+        if not ax.get_xlabel():
+            ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     # One legend for the whole figure, below the panels, so it never covers a curve.
     handles, labels = ax_acc.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(runs)), fontsize=9)
-    fig.suptitle(title or f"Comparison of {len(runs)} runs" + (f": {', '.join(diff)} differ" if diff else ""),
-                 fontsize=13)
+    differ = f": {', '.join(diff)} differ" + ("s" if len(diff) == 1 else "") if diff else ""
+    fig.suptitle(title or f"Comparison of {len(runs)} runs{differ}", fontsize=13)
     return _save(fig, Path(path))
 
 
