@@ -75,8 +75,8 @@ def test_over_budget_model_refused_before_training(tmp_path, mnist_dir):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
 def test_optimizers_learn(tmp_path, mnist_dir, optimizer):
-    lr = 0.05 if optimizer == "sgd" else 0.003
-    cfg = quick(tmp_path, epochs=2, optimizer=optimizer, lr=lr, name=optimizer, label_smoothing=0.1,
+    lr = 0.1 if optimizer == "sgd" else 0.003
+    cfg = quick(tmp_path, epochs=2, optimizer=optimizer, lr=lr, name=optimizer, label_smoothing=0.1, train_subset=2000,
                 schedule="none", batch_size=32)
     assert train(cfg).final_test_acc > 0.7  # 10% is chance
 

@@ -261,6 +261,48 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------- predict, export
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import describe, format_json, format_text, load_predictor, predict_files
+
+    predictor = load_predictor(args.model)
+    predictions = predict_files(predictor, args.images, top=args.top, normalize=not args.no_normalize)
+    failed = sum(p.error is not None for p in predictions)
+    if args.json:
+        print(format_json(predictor, predictions))
+    else:
+        print(describe(predictor), flush=True)
+        for is_error, line in format_text(predictions):
+            # Errors go to stderr, one line each, in input order; the other files are still predicted.
+            print(f"tinymnist: error: {line}" if is_error else line, file=sys.stderr if is_error else sys.stdout,
+                  flush=True)
+        if failed:
+            print(f"{failed} of {len(predictions)} input(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import PARITY_TOLERANCE, export
+
+    result = export(args.run_dir, args.format, args.out)
+    backend = "onnxruntime" if result.format == "onnx" else "TorchScript (reloaded)"
+    print(f"wrote {result.path} ({result.format}, {result.bytes / 1024:.1f} KiB, {result.seconds:.1f}s)")
+    print(f"checked with {backend} on {result.check_data}: max |logit difference| vs PyTorch "
+          f"{result.max_abs_diff:.2e} (limit {PARITY_TOLERANCE:.0e}), same prediction for "
+          f"{100 * result.same_predictions:.2f}%")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from .data import DATASETS
@@ -316,6 +358,32 @@ def build_parser() -> argparse.ArgumentParser:
     # --- experiment / tune commands ---
 
     # --- predict / export commands ---
+    p = sub.add_parser(
+        "predict", help="read digits from image files (photos, drawings, scans) with a trained model",
+        description="Predict the digit (or Fashion-MNIST class) in each image. By default every image is first "
+                    "made to look like MNIST: grey, white ink on black, cropped to the ink, longer side 20 px, "
+                    "centred by centre of mass in 28x28 (see README). Folders are read recursively.")
+    p.add_argument("model", metavar="RUN_DIR_OR_MODEL",
+                   help="a run directory, or an exported model.onnx / TorchScript file")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files and/or folders")
+    p.add_argument("--top", type=_positive_int, default=3, metavar="K",
+                   help="show the K most likely classes (default: 3)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
+    p.add_argument("--no-normalize", action="store_true",
+                   help="skip the MNIST-style preprocessing: for images that already are white-on-black, centred "
+                        "digits (they are only turned grey and resized to 28x28)")
+    p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser(
+        "export", help="write a run's model as ONNX or TorchScript, checked against PyTorch",
+        description="Export the model of a run directory. The exported file is run on test images and must give "
+                    "PyTorch's logits to within 1e-4, or it is not written. It carries the dataset, normalisation "
+                    "and class names, so `tinymnist predict` can use it directly.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
+    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"], help="file format (default: onnx)")
+    p.add_argument("--out", metavar="PATH",
+                   help="output file or folder (default: RUN_DIR/model.onnx or RUN_DIR/model.torchscript.pt)")
+    p.set_defaults(handler=cmd_export)
 
     return parser
 

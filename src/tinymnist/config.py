@@ -27,7 +27,7 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 128
     optimizer: str = "sgd"
-    lr: float = 0.05  # peak lr for onecycle, initial lr otherwise
+    lr: float = 0.2  # peak lr for onecycle, initial lr otherwise
     momentum: float = 0.9
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0

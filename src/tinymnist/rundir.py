@@ -27,7 +27,8 @@ import torch.nn as nn
 from .config import TrainConfig, config_from_dict
 from .errors import TinyMnistError
 
-CONFIG, METRICS, CHECKPOINT, WEIGHTS, SUMMARY = "config.json", "metrics.csv", "checkpoint.pt", "model.pt", "summary.json"
+CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.csv", "checkpoint.pt"
+WEIGHTS, SUMMARY = "model.pt", "summary.json"
 
 
 def default_name(config: TrainConfig) -> str:

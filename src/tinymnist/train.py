@@ -123,7 +123,7 @@ def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
     return spans
 
 
-EpochCallback = Callable[[dict], None]
+EpochCallback = Callable[[dict], bool | None]  # return True to stop after this epoch
 BatchCallback = Callable[[int, int, int], None]
 
 
@@ -138,7 +138,8 @@ def train(
     """Train one model as `config` describes and write its run directory.
 
     resume: continue the run in `runs_root/name` from its last checkpoint (same config).
-    on_epoch(metrics) / on_batch(epoch, batch_index, n_batches): progress callbacks.
+    on_epoch(metrics) / on_batch(epoch, batch_index, n_batches): progress callbacks; on_epoch may return True
+        to stop after that epoch (the run is then unfinished, its checkpoint kept).
     stop_after: stop after this many epochs in total, as if interrupted (the checkpoint stays; for tests).
     data: pre-loaded tensors, to share one load across many runs.
     """
@@ -151,6 +152,9 @@ def train(
     torch.manual_seed(config.seed)
     model = build_model(config.model, config.dropout)
     params = check_budget(model, config.model, config.param_budget)
+    # channels_last lets oneDNN use its fast NHWC convolution kernels: about 1.5x less CPU time per epoch
+    # for these narrow convs (measured side by side). It changes the memory layout only, not the model.
+    model = model.to(memory_format=torch.channels_last)
     steps = _batches(len(data.train_y), config.batch_size)
     optimizer = make_optimizer(model, config)
     scheduler, per_batch = make_schedule(optimizer, config, len(steps))
@@ -229,8 +233,8 @@ def train(
             for key in ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"):
                 if metrics[key] is not None:
                     writer.add_scalar(key, metrics[key], epoch)
-        if on_epoch is not None:
-            on_epoch(metrics)
+        if on_epoch is not None and on_epoch(metrics):
+            break  # the callback asked to stop (e.g. a time-to-accuracy benchmark reached its target)
 
     if writer is not None:
         writer.close()

@@ -1,0 +1,60 @@
+"""Train one config over several seeds, resumably, and print per-seed final-epoch test accuracy + mean ± std.
+
+A plain loop (the experiment runner, `tinymnist experiment`, does the same with parallel jobs and tables):
+finished seeds (summary.json present) are reused, interrupted ones resume from their checkpoint.
+
+    python benchmarks/seeds.py --config benchmarks/configs/tiny20k.toml --seeds 0 1 2 3 4 --out runs/zoo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from tinymnist.config import TrainConfig, config_from_dict, load_toml
+from tinymnist.rundir import CHECKPOINT, SUMMARY, cpu_name
+from tinymnist.train import train
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True, help="TOML file with the training options")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--out", default="runs/zoo", help="parent folder of the run directories")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per run (0 = torch's default)")
+    args = p.parse_args()
+    base = config_from_dict(load_toml(args.config), TrainConfig(threads=args.threads), source=args.config)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    stem = Path(args.config).stem
+    print(f"{stem}: {base.model}, {base.epochs} epochs; CPU {cpu_name()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}", flush=True)
+    rows = []
+    for seed in args.seeds:
+        cfg = base.replace(seed=seed, runs_root=args.out, name=f"{stem}-s{seed}")
+        run_dir = Path(args.out) / cfg.name
+        if not (run_dir / SUMMARY).exists():
+            t = time.perf_counter()
+            train(cfg, resume=(run_dir / CHECKPOINT).exists(),
+                  on_epoch=lambda m, s=seed: print(f"  seed {s} epoch {m['epoch']:>2} test {100 * m['test_acc']:.2f}%"
+                                                   f" {m['seconds']:.1f}s", flush=True))
+            print(f"  seed {seed} done in {time.perf_counter() - t:.0f}s", flush=True)
+        summary = json.loads((run_dir / SUMMARY).read_text())
+        rows.append(summary)
+        print(f"seed {seed}: final test {100 * summary['final_test_acc']:.2f}%  ({summary['wall_seconds']:.0f} s)",
+              flush=True)
+    accs = [100 * r["final_test_acc"] for r in rows]
+    std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+    print(f"{stem}: {rows[0]['params']:,} params, {base.epochs} epochs, seeds {args.seeds}: "
+          f"final test acc {statistics.mean(accs):.2f} ± {std:.2f}% (sample std), min {min(accs):.2f}%, "
+          f"per seed {', '.join(f'{a:.2f}' for a in accs)}; mean wall "
+          f"{statistics.mean(r['wall_seconds'] for r in rows):.0f} s")
+
+
+if __name__ == "__main__":
+    main()
