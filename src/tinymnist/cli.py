@@ -261,6 +261,123 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------- experiment, tune
+def train_flags(args: argparse.Namespace) -> dict:
+    """Only the TrainConfig options the user gave on the command line (with --augment expanded)."""
+    from .augment import PRESETS
+    from .config import FIELD_NAMES
+
+    flags = {k: v for k, v in vars(args).items() if k in FIELD_NAMES}
+    if hasattr(args, "augment"):
+        rotate, translate = PRESETS[args.augment]
+        flags.setdefault("rotate", rotate)
+        flags.setdefault("translate", translate)
+    return flags
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from . import experiment as ex
+
+    suite = ex.load_suite(args.suite)
+    flags = train_flags(args)
+    first_seed = flags.pop("seed", 0)
+    threads = flags.pop("threads", None)
+    plan = ex.plan_suite(suite, flags, args.seeds, first_seed)
+    pending = plan.pending
+    jobs, threads = ex.default_parallelism(args.jobs, threads, len(pending))
+    print(ex.describe_plan(plan))
+    if args.dry_run:
+        return 0
+    if pending:
+        print(f"running {len(pending)} run(s), {jobs} at a time with {threads} torch thread(s) each; "
+              f"{len(plan.runs) - len(pending)} finished run(s) reused", flush=True)
+    else:
+        print("all runs finished already: rebuilding the table from their run directories")
+    done = [0]
+
+    def on_done(run, report) -> None:
+        done[0] += 1
+        if report["ok"]:
+            val = f"  val {ex.fmt_acc(report['final_val_acc'])}" if report["final_val_acc"] is not None else ""
+            what = f"final test acc {ex.fmt_acc(report['final_test_acc'])}{val}  {_duration(report['wall_seconds'])}"
+        else:
+            what = f"FAILED: {report['error']}"
+        print(f"[{done[0]:>3}/{len(pending)}] {run.label + '-s' + str(run.seed):<24} {what}", flush=True)
+
+    try:
+        reports = ex.run_plan(plan, jobs, threads, on_done)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished runs are kept and stopped ones resume from their last epoch; "
+              f"run the same command again to continue ({plan.directory})", file=sys.stderr)
+        return 130
+    out = ex.write_outputs(plan, jobs if pending else None)
+    print()
+    print(out.markdown)
+    print("saved: " + ", ".join(str(f) for f in out.files))
+    failed = [r for r in reports if not r["ok"]]
+    if failed:
+        print(f"tinymnist: error: {len(failed)} run(s) failed (first: {failed[0]['name']}: {failed[0]['error']}); "
+              "the table has the finished runs only", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from . import tune
+
+    if args.trials < 0:
+        raise TinyMnistError(f"--trials: must not be negative, got {args.trials}")
+    flags = train_flags(args)
+    model = flags.get("model", tune.default_base().model)
+    study_name = args.study or f"tinymnist-{model}"
+    runs_root = flags.get("runs_root", tune.default_base().runs_root)
+    storage = args.storage or tune.default_storage(runs_root)
+    tune.quiet_optuna()
+    study, base = tune.open_study(storage, study_name, flags)
+    runs_dir = tune.runs_directory(base, study_name)
+    before = len(study.trials)
+    print(f"study '{study_name}' in {tune._safe_url(storage)}: {before} trial(s) so far")
+    print(f"objective: final-epoch validation accuracy on {base.val_split:,} held-out training images "
+          f"({base.model}, {base.epochs} epochs per trial, pruned by median validation accuracy); "
+          "test accuracy plays no part in the search")
+    if args.trials:
+        print(f"running {args.trials} trial(s); runs in {runs_dir}", flush=True)
+
+        def on_trial(number: int, state: str, info: dict) -> None:
+            if state == "failed":
+                print(f"trial {number:>4}  failed: {info['error']}", flush=True)
+                return
+            shown = "  ".join(f"{k}={info[k]:.3g}" for k in tune.SEARCHED)
+            where = f" at epoch {info['epoch']}" if state == "pruned" else ""
+            print(f"trial {number:>4}  {state}{where}  val acc {100 * info['val_acc']:.2f}%  {shown}  "
+                  f"({_duration(info['seconds'])})", flush=True)
+
+        try:
+            tune.run_trials(study, base, args.trials, runs_dir, on_trial)
+        except KeyboardInterrupt:
+            print("\ninterrupted: the finished trials are saved in the study; run the command again to add more",
+                  file=sys.stderr)
+            return 130
+    counts = tune.count_states(study)
+    print(f"study now has {len(study.trials)} trial(s): "
+          + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    summary = tune.summary_of(study)
+    print(f"best trial         #{summary.best_number}: val acc {100 * summary.best_val_acc:.2f}% "
+          "(final epoch; the selection criterion)")
+    print("best options       " + "  ".join(f"{k}={summary.best_params[k]:.4g}" for k in tune.SEARCHED))
+    if args.no_retrain:
+        print("not retrained (--no-retrain); evaluate the winner with: tinymnist tune --trials 0 "
+              f"--study {study_name}" + (f" --storage {tune._safe_url(storage)}" if args.storage else ""))
+        return 0
+    print(f"retraining the best options once more (seed {base.seed + 1}, same validation split)...", flush=True)
+    final = tune.retrain_best(study, base, runs_dir, Progress(base.epochs).epoch)
+    print(f"retrained run      final val acc {100 * final.final_val_acc:.2f}%, "
+          f"final test acc {100 * final.final_test_acc:.2f}%  (the reported figure: test set used once, "
+          "after the search)")
+    print(f"run saved to       {final.final_run}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- predict, export
 def _positive_int(text: str) -> int:
     try:
@@ -356,6 +473,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_report)
 
     # --- experiment / tune commands ---
+    from .experiment import DEFAULT_SEEDS, SUITE_EPOCHS, SUITES
+    from .tune import DEFAULT_TRIALS, TUNE_EPOCHS, TUNE_VAL_SPLIT
+
+    p = sub.add_parser(
+        "experiment", help="run a suite of configurations x seeds in parallel: table (md, csv) + plot",
+        description="Run every configuration of a suite over several seeds, in parallel processes, each its own "
+                    "run directory under RUNS_ROOT/experiments/SUITE/; finished runs are reused, interrupted ones "
+                    "resume. Training options given here apply to every configuration (the suite's own options "
+                    f"cannot be given). Suite runs default to {SUITE_EPOCHS} epochs.",
+        epilog="built-in suites: " + "; ".join(f"{n} ({d})" for n, (d, _) in SUITES.items())
+               + ". A grid file: see README (Experiments and tuning).")
+    p.add_argument("suite", help=f"{', '.join(SUITES)}, or a grid file (.toml)")
+    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
+                   help=f"seeds per configuration: --seed, --seed+1, ... (default: {DEFAULT_SEEDS})")
+    p.add_argument("--jobs", type=int, help="runs in parallel (default: as many as the cores allow at --threads "
+                                            "torch threads per run, which defaults to cores / jobs)")
+    p.add_argument("--dry-run", action="store_true", help="show the plan and the state of each run; train nothing")
+    add_train_options(p)
+    p.set_defaults(handler=cmd_experiment)
+
+    p = sub.add_parser(
+        "tune", help="search hyper-parameters with Optuna on a validation split; retrain the best and test it",
+        description="Search learning rate, weight decay, dropout, label smoothing and augmentation with Optuna. "
+                    "Each trial trains on the training set minus a held-out validation split and is scored by "
+                    "its final-epoch validation accuracy (hopeless trials are pruned); test accuracy plays no part in "
+                    "the search. The reported test figure comes from retraining the best options once at the end. "
+                    "Several `tinymnist tune` processes (any machines) "
+                    "can share one study through --storage postgresql://...",
+    )
+    p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
+                   help=f"trials this process adds to the study (default: {DEFAULT_TRIALS}; 0: only retrain the "
+                        "best so far)")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///RUNS_ROOT/tune.db); e.g. "
+                                     "postgresql://user:password@host:5432/db to share a study between machines")
+    p.add_argument("--study", help="study name (default: tinymnist-MODEL)")
+    p.add_argument("--no-retrain", action="store_true",
+                   help="stop after the trials (for extra workers; one process retrains the best at the end)")
+    add_train_options(p)
+    p.set_defaults(handler=cmd_tune)
+    # tune defaults: fewer epochs per trial and a validation split (it needs one).
+    p.epilog = f"trial defaults: --epochs {TUNE_EPOCHS} --val-split {TUNE_VAL_SPLIT}"
 
     # --- predict / export commands ---
     p = sub.add_parser(
