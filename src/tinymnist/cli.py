@@ -193,6 +193,74 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------- evaluate, report
+def format_evaluation(ev, summary: dict | None, mistakes: int = 10) -> str:
+    """The human-readable output of `tinymnist evaluate`."""
+    names = ev.class_names
+    out = [f"run                {ev.run_dir}  ({ev.model} on {ev.dataset}, {ev.total:,} test images)",
+           f"test accuracy      {100 * ev.accuracy:.2f}%  ({ev.correct:,} / {ev.total:,} correct)",
+           f"test loss          {ev.loss:.4f}"]
+    if summary is not None:
+        same = summary["final_test_acc"] == ev.accuracy
+        out.append(f"run's own figure   {100 * summary['final_test_acc']:.2f}%  (summary.json: "
+                   + ("identical)" if same else "DIFFERENT: other data or weights?)"))
+    for w in ev.warnings:
+        out.append(f"warning: {w}")
+    width = max(5, *(len(n) for n in names))
+    out += ["", "per class", f"  {'class':<{width}}  {'precision':>9}  {'recall':>7}  {'images':>6}  {'predicted':>9}"]
+    for c in ev.per_class:
+        prec = "-" if c.precision is None else f"{100 * c.precision:.2f}%"
+        rec = "-" if c.recall is None else f"{100 * c.recall:.2f}%"
+        out.append(f"  {c.name:<{width}}  {prec:>9}  {rec:>7}  {c.support:>6,}  {c.predicted:>9,}")
+    out += ["", "confusion matrix (rows: true class, columns: predicted class; '.' = none)"]
+    cm = ev.confusion.tolist()
+    cell = max(4, len(f"{max(max(r) for r in cm):,}") + 1)
+    # Columns are numbered; rows carry the number and, for Fashion-MNIST, the name too.
+    labels = [str(k) if names[k] == str(k) else f"{k} {names[k]}" for k in range(len(names))]
+    lw = max(len(x) for x in labels)
+    out.append("  " + " " * lw + "".join(f"{k:>{cell}}" for k in range(len(names))))
+    for label, row in zip(labels, cm, strict=True):
+        out.append(f"  {label:<{lw}}" + "".join(f"{v:>{cell},}" if v else f"{'.':>{cell}}" for v in row))
+    out += ["", f"misclassified      {len(ev.mistakes):,} of {ev.total:,} test images"]
+    if ev.mistakes and mistakes > 0:
+        out.append("most confident mistakes (test index: true -> predicted, confidence):")
+        for m in ev.mistakes[:mistakes]:
+            out.append(f"  #{m.index:<6} {names[m.true]} -> {names[m.predicted]}  {100 * m.confidence:.1f}%")
+    return "\n".join(out)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluate import evaluate_run
+    from .rundir import SUMMARY, read_summary
+
+    ev = evaluate_run(args.run_dir, data_dir=args.data_dir)
+    summary = read_summary(args.run_dir) if (Path(args.run_dir) / SUMMARY).is_file() else None
+    if args.json:
+        payload = ev.to_dict()
+        payload["run_final_test_acc"] = summary["final_test_acc"] if summary else None
+        print(json.dumps(payload, indent=1))
+    else:
+        print(format_evaluation(ev, summary, args.mistakes))
+    if args.write_report:
+        from .report import write_run_report
+
+        paths = write_run_report(args.run_dir, evaluation=ev)
+        print(f"\nwrote {', '.join(p.name for p in paths.values())} in {args.run_dir}",
+              file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import compare_runs
+
+    table, figure = compare_runs(args.run_dirs, args.out)
+    print(table)
+    print(f"\ncurves of all runs: {figure}")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------- experiment, tune
 def train_flags(args: argparse.Namespace) -> dict:
     """Only the TrainConfig options the user gave on the command line (with --augment expanded)."""
@@ -383,6 +451,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_summary)
 
     # --- evaluate / report commands ---
+    p = sub.add_parser("evaluate", help="evaluate a finished run on its test set: accuracy, per-class, confusion",
+                       description="Load a finished run's final weights and evaluate them on the run's own test "
+                                   "set (its dataset and --test-subset, eval mode): accuracy, loss, per-class "
+                                   "precision/recall, the confusion matrix and the misclassified images.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'tinymnist train'")
+    p.add_argument("--data-dir", help="folder with the dataset's IDX files (default: the run's, else search)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
+    p.add_argument("--mistakes", type=int, default=10, metavar="N",
+                   help="list the N most confident mistakes (default: 10)")
+    p.add_argument("--write-report", action="store_true",
+                   help="also (re)write the run's figures, misclassified.csv and report.md from this evaluation")
+    p.set_defaults(handler=cmd_evaluate)
+
+    p = sub.add_parser("report", help="compare runs: overlaid curves in one figure and a table",
+                       description="Overlay several runs' loss/accuracy/learning-rate curves in one PNG and print "
+                                   "a table of their final numbers, with a column for each option that differs.")
+    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run directories to compare")
+    p.add_argument("--out", metavar="PNG", help="where to save the figure (default: comparison.png next to the "
+                                                "first run directory)")
+    p.set_defaults(handler=cmd_report)
 
     # --- experiment / tune commands ---
     from .experiment import DEFAULT_SEEDS, SUITE_EPOCHS, SUITES

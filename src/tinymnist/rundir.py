@@ -195,7 +195,11 @@ def load_model(run_dir: str | Path) -> tuple[nn.Module, TrainConfig]:
         saved = torch.load(path, weights_only=True)
     except Exception as e:  # noqa: BLE001
         raise TinyMnistError(f"{path}: cannot read weights ({e})") from None
-    model = build_model(saved.get("model", config.model), saved.get("dropout", config.dropout))
+    if not isinstance(saved, dict) or "state_dict" not in saved:
+        raise TinyMnistError(f"{path}: not a tinymnist weights file (no state_dict)")
+    if saved.get("model", config.model) != config.model:
+        raise TinyMnistError(f"{path}: weights are for model '{saved['model']}' but {CONFIG} says '{config.model}'")
+    model = build_model(config.model, saved.get("dropout", config.dropout))
     try:
         model.load_state_dict(saved["state_dict"])
     except (RuntimeError, KeyError) as e:

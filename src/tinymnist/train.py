@@ -178,6 +178,7 @@ def train(
     writer = rundir.tensorboard_writer(run_dir) if config.tensorboard else None
 
     t_start = time.perf_counter()
+    test = None
     for epoch in range(start_epoch, config.epochs + 1):
         if stop_after is not None and epoch > stop_after:
             break
@@ -242,5 +243,11 @@ def train(
     if result.finished:
         rundir.save_weights(run_dir, model, config)
         rundir.write_summary(run_dir, result)
+        # Figures + report.md, on the exact test tensor the loop used, reusing the last epoch's logits (same
+        # model as the saved weights) so the report costs no extra pass. Imported here: plotting is not needed
+        # until a run finishes.
+        from .report import write_run_report
+
+        write_run_report(run_dir, test=(data.test_x, data.test_y), logits=test.logits if test else None)
     return result
 
