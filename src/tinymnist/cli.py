@@ -6,6 +6,7 @@ Every user mistake surfaces as a TinyMnistError, caught once in `main` and print
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -560,6 +561,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tinymnist: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`tinymnist summary | head`): not an error of ours. Point stdout at devnull so
+        # Python's exit-time flush does not complain a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -714,9 +714,11 @@ def write_outputs(plan: Plan, jobs: int | None = None) -> Outputs:
 
 def describe_plan(plan: Plan) -> str:
     """The plan before running: each configuration with its options, parameter count and run states."""
+    # A grid may give configurations their own epochs: state them all, not just the base's.
+    epochs = sorted({config.epochs for _, _, config in plan.configs})
     lines = [f"suite {plan.suite.name} ({plan.suite.source}): {plan.suite.description}",
              f"  {len(plan.configs)} configuration(s) x {len(plan.seeds)} seed(s) "
-             f"({', '.join(map(str, plan.seeds))}) = {len(plan.runs)} runs of {plan.base.epochs} epochs "
+             f"({', '.join(map(str, plan.seeds))}) = {len(plan.runs)} runs of {'/'.join(map(str, epochs))} epochs "
              f"(suite default {SUITE_EPOCHS}) in {plan.directory}"]
     for label, overrides, config in plan.configs:
         runs = [r for r in plan.runs if r.label == label]
