@@ -145,6 +145,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     _, source = locate(config.dataset, config.data_dir)
     print(f"data: {config.dataset} from {source}")
+    if not args.resume:
+        config.validate()  # a bad option is reported before the header below describes it
+        from .models import build_model, count_parameters
+
+        aug = f"rotate ±{config.rotate:g}°, shift ±{config.translate:g}" if config.rotate or config.translate \
+            else "no augmentation"
+        print(f"training {config.model} ({count_parameters(build_model(config.model, config.dropout)):,} params) "
+              f"for {config.epochs} epochs: {config.optimizer} lr {config.lr:g}, {config.schedule} schedule, "
+              f"batch {config.batch_size}, {aug}, seed {config.seed}")
     progress = Progress(config.epochs)
     try:
         result = train(config, resume=bool(args.resume), on_epoch=progress.epoch, on_batch=progress.batch)
