@@ -124,15 +124,20 @@ def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None, so
     return dataclasses.replace(base, **out)
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config file; options may sit at the top level or under a [train] table."""
+def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Parse a TOML file; a missing, unreadable or malformed file is a one-line error naming it."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise TinyMnistError(f"{path}: config file not found") from None
+        raise TinyMnistError(f"{path}: {what} not found") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise TinyMnistError(f"{path}: not valid TOML ({e})") from None
     except OSError as e:
         raise TinyMnistError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file; options may sit at the top level or under a [train] table."""
+    data = read_toml(path)
     return data.get("train", data)

@@ -26,13 +26,12 @@ import math
 import os
 import re
 import statistics
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig, config_from_dict
+from .config import TrainConfig, config_from_dict, read_toml
 from .errors import TinyMnistError
 
 # Epochs of a suite run unless --epochs (or a grid file's [base]) says otherwise. A suite is a comparison at a
@@ -155,14 +154,7 @@ def load_grid(path: Path) -> Suite:
         lr = [0.02, 0.05]
     """
     where = str(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise TinyMnistError(f"{where}: grid file not found") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise TinyMnistError(f"{where}: not valid TOML ({e})") from None
-    except OSError as e:
-        raise TinyMnistError(f"{where}: cannot read ({e.strerror})") from None
+    data = read_toml(path, "grid file")
     unknown = sorted(set(data) - {"name", "base", "config", "grid"})
     if unknown:
         raise TinyMnistError(f"{where}: unknown key(s) {', '.join(unknown)} (expected name, [base], [[config]] "

@@ -48,6 +48,15 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
+def _style_epoch_axes(*axes) -> None:
+    """Epochs on the x axis (whole numbers) and a light grid, for every panel of a curves figure."""
+    for ax in axes:
+        if not ax.get_xlabel():
+            ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+
+
 def _save(fig: Figure, path: Path) -> Path:
     # Write to a temporary name and rename, like every other file in the run directory.
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
@@ -137,11 +146,7 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "",
     ax_acc.set(title="Accuracy\nlast epoch: " + ", ".join(last["acc"]), ylabel="accuracy (%)")
     ax_lr.set(ylabel="learning rate")
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-    for ax in (ax_loss, ax_acc, ax_lr):
-        if not ax.get_xlabel():
-            ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
+    _style_epoch_axes(ax_loss, ax_acc, ax_lr)
     # One legend under the panels: the same line styles mean the same thing in both, and it covers no curve.
     handles, labels = ax_loss.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)
@@ -517,11 +522,7 @@ def plot_comparison(runs: list[RunInfo], path: str | Path, title: str = "") -> P
     ax_lr.set(title="Learning rate (dots: start of each epoch)", ylabel="learning rate")
     ax_lr.set_ylim(bottom=0)
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-    for ax in (ax_loss, ax_acc, ax_lr):
-        if not ax.get_xlabel():
-            ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
+    _style_epoch_axes(ax_loss, ax_acc, ax_lr)
     # One legend for the whole figure, below the panels, so it never covers a curve.
     handles, labels = ax_acc.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(runs)), fontsize=9)
