@@ -82,6 +82,18 @@ def test_search_order_prefers_data_dir_then_env(tmp_path, monkeypatch):
     assert found == b and "TINYMNIST_DATA" in source
 
 
+def test_env_var_may_name_a_parent_folder(tmp_path, monkeypatch):
+    make_dataset_dir(tmp_path / "all" / "mnist")
+    monkeypatch.setenv("TINYMNIST_DATA", str(tmp_path / "all"))
+    assert locate("mnist")[0] == tmp_path / "all" / "mnist"
+
+
+def test_env_var_pointing_nowhere_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYMNIST_DATA", str(tmp_path / "typo"))
+    with pytest.raises(TinyMnistError, match=r"\$TINYMNIST_DATA=.*typo: no mnist IDX files"):
+        locate("mnist")
+
+
 def test_bad_data_dir_is_an_error(tmp_path):
     with pytest.raises(TinyMnistError, match="--data-dir .*no mnist IDX files"):
         locate("mnist", tmp_path)

@@ -59,6 +59,25 @@ def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path, mnist_
     assert not list((tmp_path / "nan").glob("*.tmp"))
 
 
+def test_divergence_in_the_first_epoch_does_not_promise_a_checkpoint(tmp_path, mnist_dir):
+    cfg = quick(tmp_path, epochs=1, name="nan1", schedule="none", lr=1e6, momentum=0.0)
+    with pytest.raises(TinyMnistError, match="no epoch had finished, so there is no checkpoint"):
+        train(cfg)
+
+
+def test_corrupt_summary_and_metrics_are_one_line_errors(tmp_path, mnist_dir):
+    run = train(quick(tmp_path, epochs=1, name="r")).run_dir
+    (run / "summary.json").write_text("{")
+    with pytest.raises(TinyMnistError, match="summary.json: unreadable summary"):
+        rundir.read_summary(run)
+    (run / "metrics.csv").write_text((run / "metrics.csv").read_text().replace("0.", "abc", 1))
+    with pytest.raises(TinyMnistError, match="metrics.csv: unreadable metrics"):
+        rundir.read_metrics(run)
+    (run / "model.pt").write_text("not weights")
+    with pytest.raises(TinyMnistError, match=r"model.pt: cannot read weights \([^\n]*\)$"):
+        rundir.load_model(run)
+
+
 def test_existing_run_is_never_overwritten(tmp_path, mnist_dir):
     train(quick(tmp_path, epochs=1, name="keep"))
     before = (tmp_path / "keep" / "metrics.csv").read_text()
@@ -70,7 +89,55 @@ def test_existing_run_is_never_overwritten(tmp_path, mnist_dir):
 def test_over_budget_model_refused_before_training(tmp_path, mnist_dir):
     with pytest.raises(TinyMnistError, match="over the budget"):
         train(quick(tmp_path, epochs=1, model="seed", param_budget=5000, name="b"))
-    assert not (tmp_path / "b" / "metrics.csv").exists()
+    assert not (tmp_path / "b").exists()  # refused before anything was written, not even an empty folder
+
+
+@pytest.mark.parametrize("name", ["../keep", "", ".", "..", "a/b"])
+def test_name_must_be_a_plain_folder_name(tmp_path, mnist_dir, name):
+    train(quick(tmp_path / "runs", epochs=1, name="keep"))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "runs" / "keep").iterdir() if p.is_file()}
+    # "../keep" from a runs root that does not exist yet would land on the finished run above
+    with pytest.raises(TinyMnistError, match="--name: must be a plain folder name"):
+        train(quick(tmp_path / "runs" / "new", epochs=1, name=name))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "runs" / "keep").iterdir() if p.is_file()} == before
+
+
+def test_a_folder_with_other_files_is_not_used(tmp_path, mnist_dir):
+    (tmp_path / "mynotes").mkdir()
+    (tmp_path / "mynotes" / "notes.txt").write_text("mine")
+    with pytest.raises(TinyMnistError, match="not empty"):
+        train(quick(tmp_path, epochs=1, name="mynotes"))
+    assert [p.name for p in (tmp_path / "mynotes").iterdir()] == ["notes.txt"]
+
+
+def test_bad_data_leaves_no_run_folder(tmp_path, mnist_dir):
+    from conftest import make_dataset_dir
+
+    bad = make_dataset_dir(tmp_path / "bad")
+    (bad / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b truncated")
+    with pytest.raises(TinyMnistError, match="t10k-labels"):
+        train(quick(tmp_path / "runs", epochs=1, name="r", data_dir=str(bad)))
+    assert not (tmp_path / "runs" / "r").exists()
+
+
+def test_resume_after_a_kill_between_checkpoint_and_metrics_row(tmp_path, mnist_dir):
+    full = train(quick(tmp_path, epochs=3, name="full"))
+    part = train(quick(tmp_path, epochs=3, name="part"), stop_after=2)
+    # as if killed after epoch 2's checkpoint was written but before its metrics row was
+    rows = (part.run_dir / "metrics.csv").read_text().splitlines()
+    (part.run_dir / "metrics.csv").write_text("\n".join(rows[:-1]) + "\n")
+    resumed = train(quick(tmp_path, epochs=3, name="part"), resume=True)
+    assert [m["epoch"] for m in rundir.read_metrics(resumed.run_dir)] == [1, 2, 3]
+    assert resumed.final_test_acc == full.final_test_acc
+
+
+def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_again(tmp_path, mnist_dir):
+    full = train(quick(tmp_path, epochs=2, name="full"))
+    part = train(quick(tmp_path, epochs=2, name="part"), stop_after=1)
+    (part.run_dir / "checkpoint.pt").unlink()  # as if killed during epoch 1
+    resumed = train(quick(tmp_path, epochs=2, name="part"), resume=True)
+    assert [m["epoch"] for m in rundir.read_metrics(resumed.run_dir)] == [1, 2]
+    assert resumed.final_test_acc == full.final_test_acc
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])

@@ -82,6 +82,9 @@ class TrainConfig:
             raise bad("translate", f"is a fraction of the image side and must be < 0.5, got {self.translate}")
         if self.param_budget <= 0:
             raise bad("param_budget", f"must be positive, got {self.param_budget}")
+        if self.name is not None and (self.name in ("", ".", "..") or any(c in self.name for c in "/\\")):
+            # A name is one folder inside --runs-root: "../other-run" or "" would point at someone else's folder.
+            raise bad("name", f"must be a plain folder name (no '/', not empty, not '.' or '..'), got {self.name!r}")
         if self.eval_batch_size <= 0:
             raise bad("eval_batch_size", f"must be positive, got {self.eval_batch_size}")
 

@@ -174,7 +174,9 @@ def candidate_dirs(dataset: str, data_dir: str | Path | None = None) -> list[tup
     if data_dir is not None:
         places.append(("--data-dir", Path(data_dir)))
     if os.environ.get("TINYMNIST_DATA"):
-        places.append(("$TINYMNIST_DATA", Path(os.environ["TINYMNIST_DATA"])))
+        env = Path(os.environ["TINYMNIST_DATA"])
+        # Either the folder holding the four files, or a parent holding one folder per dataset.
+        places.append(("$TINYMNIST_DATA", env / dataset if _has_files(env / dataset) else env))
     places.append(("./data", Path("data") / dataset))
     for d in SYSTEM_DIRS[dataset]:
         p = Path(d)
@@ -220,6 +222,11 @@ def locate(dataset: str = "mnist", data_dir: str | Path | None = None, allow_dow
     if data_dir is not None and not _has_files(Path(data_dir)):
         # An explicit --data-dir that is wrong is a mistake to report, not to silently route around.
         raise TinyMnistError(f"--data-dir {data_dir}: no {dataset} IDX files there (need {_file_list()})")
+    env = os.environ.get("TINYMNIST_DATA")
+    if data_dir is None and env and not any(_has_files(d) for label, d in places if label == "$TINYMNIST_DATA"):
+        # Same for the environment variable: a typo there must not silently fall through to another copy.
+        raise TinyMnistError(f"$TINYMNIST_DATA={env}: no {dataset} IDX files there or in {Path(env) / dataset} "
+                             f"(need {_file_list()}; unset it to use the default search)")
     for label, directory in places:
         if _has_files(directory):
             return directory, f"{label} ({directory})"

@@ -39,28 +39,61 @@ def path_of(config: TrainConfig) -> Path:
     return Path(config.runs_root) / (config.name or default_name(config))
 
 
-def prepare(config: TrainConfig, resume: bool) -> Path:
-    """Create (or, when resuming, find) the run directory. Never overwrites a run that has results."""
+# Files a run may leave behind while being written (atomic-write temporaries, TensorBoard's folder): an otherwise
+# empty run directory holding only these may be (re)used for a new run. Anything else in it is someone's work.
+_LEFTOVERS = ("tensorboard", ".write-test")
+
+
+def _is_leftover(path: Path) -> bool:
+    return path.name.endswith(".tmp") or path.name in _LEFTOVERS
+
+
+def target(config: TrainConfig, resume: bool) -> tuple[Path, bool]:
+    """Decide where the run goes, and refuse before any work is done; creates nothing.
+
+    Returns (run directory, resume): resuming a run that stopped before its first epoch ended (it has a
+    config.json but no checkpoint) means starting it again, so resume comes back False for it.
+    Never lets a new run write into a folder that holds anything: an existing run, or files of the user's."""
     if config.name is None:
         config.name = default_name(config)
     run_dir = Path(config.runs_root) / config.name
     if resume:
-        if not (run_dir / CHECKPOINT).is_file():
-            raise TinyMnistError(f"{run_dir}: no checkpoint to resume from")
-        return run_dir
-    if (run_dir / METRICS).exists() or (run_dir / CHECKPOINT).exists():
+        if (run_dir / CHECKPOINT).is_file():
+            return run_dir, True
+        if (run_dir / CONFIG).is_file() and not (run_dir / SUMMARY).exists():
+            return run_dir, False  # nothing was saved yet: resuming is training it again
+        raise TinyMnistError(f"{run_dir}: no checkpoint to resume from")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TinyMnistError(f"{run_dir}: exists and is not a directory (choose another --name or --runs-root)")
+    if (run_dir / METRICS).exists() or (run_dir / CHECKPOINT).exists() or (run_dir / SUMMARY).exists():
         raise TinyMnistError(
             f"{run_dir}: a run with this name already exists (use --resume {run_dir} to continue it, "
             "or choose another --name)"
         )
+    if run_dir.is_dir() and any(not _is_leftover(p) for p in run_dir.iterdir() if p.name != CONFIG):
+        raise TinyMnistError(f"{run_dir}: folder exists and is not empty (choose another --name)")
+    # Fail now, not after loading the data: the nearest existing folder on the way must be writable.
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise TinyMnistError(f"{run_dir}: cannot write the run directory ({existing} is not a writable folder)")
+    return run_dir, False
+
+
+def create(run_dir: Path, resume: bool) -> None:
+    """Make the run directory (once training is certain to start) and prove it is writable."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
         probe.write_text("")
         probe.unlink()
+        if not resume:
+            # A run restarted from scratch (see target) starts a fresh metrics file and config.
+            for name in (METRICS, CONFIG):
+                (run_dir / name).unlink(missing_ok=True)
     except OSError as e:
         raise TinyMnistError(f"{run_dir}: cannot write the run directory ({e.strerror})") from None
-    return run_dir
 
 
 def environment() -> dict[str, Any]:
@@ -102,6 +135,14 @@ def append_metrics(run_dir: Path, metrics: dict, fields: list[str]) -> None:
         if new:
             w.writeheader()
         w.writerow({k: ("" if metrics[k] is None else metrics[k]) for k in fields})
+
+
+def rewrite_metrics(run_dir: Path, history: list[dict], fields: list[str]) -> None:
+    """metrics.csv exactly as the checkpoint's history says (on resume: a run killed between writing its
+    checkpoint and its metrics row, or after the row but before the checkpoint, comes back consistent)."""
+    (run_dir / METRICS).unlink(missing_ok=True)
+    for m in history:
+        append_metrics(run_dir, m, fields)
 
 
 def save_checkpoint(run_dir: Path, state: dict) -> None:
@@ -166,10 +207,16 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     path = _require_dir(run_dir) / METRICS
     if not path.is_file():
         raise TinyMnistError(f"{path}: missing (the run has no per-epoch metrics)")
-    rows = []
-    with path.open() as f:
-        for row in csv.DictReader(f):
-            rows.append({k: (None if v == "" else (int(v) if k == "epoch" else float(v))) for k, v in row.items()})
+    rows: list[dict] = []
+    try:
+        with path.open() as f:
+            for row in csv.DictReader(f):
+                rows.append({k: (None if v in ("", None) else (int(v) if k == "epoch" else float(v)))
+                             for k, v in row.items()})
+    except (ValueError, TypeError, csv.Error, UnicodeDecodeError) as e:
+        raise TinyMnistError(f"{path}: unreadable metrics (data row {len(rows) + 1}: {e})") from None
+    except OSError as e:
+        raise TinyMnistError(f"{path}: cannot read ({e.strerror})") from None
     if not rows:
         raise TinyMnistError(f"{path}: empty (the run finished no epoch)")
     return rows
@@ -179,7 +226,15 @@ def read_summary(run_dir: str | Path) -> dict:
     path = _require_dir(run_dir) / SUMMARY
     if not path.is_file():
         raise TinyMnistError(f"{path}: missing (the run did not finish)")
-    return json.loads(path.read_text())
+    try:
+        summary = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TinyMnistError(f"{path}: unreadable summary ({e})") from None
+    except OSError as e:
+        raise TinyMnistError(f"{path}: cannot read ({e.strerror})") from None
+    if not isinstance(summary, dict) or "final_test_acc" not in summary:
+        raise TinyMnistError(f"{path}: not a tinymnist summary (no final_test_acc)")
+    return summary
 
 
 def load_model(run_dir: str | Path) -> tuple[nn.Module, TrainConfig]:
@@ -193,8 +248,10 @@ def load_model(run_dir: str | Path) -> tuple[nn.Module, TrainConfig]:
         raise TinyMnistError(f"{path}: missing (the run has no final weights; did it finish?)")
     try:
         saved = torch.load(path, weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise TinyMnistError(f"{path}: cannot read weights ({e})") from None
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a damaged or foreign file
+        # torch's messages run to several lines of advice; the first line says what went wrong.
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise TinyMnistError(f"{path}: cannot read weights ({first or 'empty or damaged file'})") from None
     if not isinstance(saved, dict) or "state_dict" not in saved:
         raise TinyMnistError(f"{path}: not a tinymnist weights file (no state_dict)")
     if saved.get("model", config.model) != config.model:

@@ -146,12 +146,14 @@ def train(
     config.validate()
     if config.threads:
         torch.set_num_threads(config.threads)
-    run_dir = rundir.prepare(config, resume)
-    data = data or prepare_data(config)
-
+    # Everything that can refuse the run does so before anything is written: a bad run directory, an
+    # over-budget model, missing or corrupt data. A refused run leaves no empty folder behind.
+    run_dir, resume = rundir.target(config, resume)
     torch.manual_seed(config.seed)
     model = build_model(config.model, config.dropout)
     params = check_budget(model, config.model, config.param_budget)
+    data = data or prepare_data(config)
+    rundir.create(run_dir, resume)
     # channels_last lets oneDNN use its fast NHWC convolution kernels: about 1.5x less CPU time per epoch
     # for these narrow convs (measured side by side). It changes the memory layout only, not the model.
     model = model.to(memory_format=torch.channels_last)
@@ -171,6 +173,7 @@ def train(
             scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         result.history = state["history"]
+        rundir.rewrite_metrics(run_dir, result.history, METRIC_FIELDS)
         start_epoch = state["epoch"] + 1
         elapsed_before = result.history[-1]["elapsed"] if result.history else 0.0
     else:
@@ -194,9 +197,11 @@ def train(
             logits = model(x)
             loss = criterion(logits, y)
             if not torch.isfinite(loss):
+                kept = (f"the last good checkpoint (epoch {result.history[-1]['epoch']}) stays in {run_dir}"
+                        if result.history else "no epoch had finished, so there is no checkpoint")
                 raise TinyMnistError(
-                    f"training diverged: loss is {loss.item()} at epoch {epoch}, batch {b + 1}; "
-                    f"the last good checkpoint is in {run_dir} (try a lower --lr)"
+                    f"training diverged: loss is {loss.item()} at epoch {epoch}, batch {b + 1}; {kept} "
+                    "(try a lower --lr)"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -223,12 +228,14 @@ def train(
             "elapsed": elapsed_before + time.perf_counter() - t_start,
         }
         result.history.append(metrics)
-        rundir.append_metrics(run_dir, metrics, METRIC_FIELDS)
+        # Checkpoint first, then the metrics row: the checkpoint carries the whole history, so whichever
+        # moment a kill lands, --resume finds a checkpoint for every row and rewrites metrics.csv from it.
         rundir.save_checkpoint(run_dir, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "rng": torch.get_rng_state(), "epoch": epoch, "history": result.history,
         })
+        rundir.append_metrics(run_dir, metrics, METRIC_FIELDS)
         if writer is not None:
             for key in ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"):
                 if metrics[key] is not None:
