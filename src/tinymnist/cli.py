@@ -29,6 +29,10 @@ def _pct(x: float | None) -> str:
     return "   -  " if x is None else f"{100 * x:6.2f}%"
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
 def _duration(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     return f"{m}m {s:02d}s" if m else f"{seconds:.1f}s"
@@ -102,8 +106,10 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data subsets")
     g.add_argument("--val-split", type=int, default=S,
                    help="hold out this many training images as a fixed validation set (default: 0)")
-    g.add_argument("--train-subset", type=int, default=S, help="train on the first N images only (quick checks)")
-    g.add_argument("--test-subset", type=int, default=S, help="evaluate on the first N test images only")
+    g.add_argument("--train-subset", type=int, default=S,
+                   help="train on the first N training images only (0 = all; default: 0): for quick checks")
+    g.add_argument("--test-subset", type=int, default=S,
+                   help="evaluate on the first N test images only (0 = all; default: 0)")
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=S, help=f"random seed; same seed, same numbers (default: {d.seed})")
     g.add_argument("--threads", type=int, default=S, help="torch CPU threads (default: torch's choice)")
@@ -152,8 +158,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         aug = f"rotate ±{config.rotate:g}°, shift ±{config.translate:g}" if config.rotate or config.translate \
             else "no augmentation"
         print(f"training {config.model} ({count_parameters(build_model(config.model, config.dropout)):,} params) "
-              f"for {config.epochs} epochs: {config.optimizer} lr {config.lr:g}, {config.schedule} schedule, "
-              f"batch {config.batch_size}, {aug}, seed {config.seed}")
+              f"for {_plural(config.epochs, 'epoch')}: {config.optimizer} lr {config.lr:g}, "
+              f"{config.schedule} schedule, batch {config.batch_size}, {aug}, seed {config.seed}")
     progress = Progress(config.epochs)
     try:
         result = train(config, resume=bool(args.resume), on_epoch=progress.epoch, on_batch=progress.batch)
@@ -245,6 +251,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run
     from .rundir import SUMMARY, read_summary
 
+    if args.mistakes < 0:  # refused before the model and test set are loaded
+        raise TinyMnistError(f"--mistakes: must not be negative, got {args.mistakes}")
     ev = evaluate_run(args.run_dir, data_dir=args.data_dir)
     summary = read_summary(args.run_dir) if (Path(args.run_dir) / SUMMARY).is_file() else None
     if args.json:
@@ -348,7 +356,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     before = len(study.trials)
     print(f"study '{study_name}' in {tune._safe_url(storage)}: {before} trial(s) so far")
     print(f"objective: final-epoch validation accuracy on {base.val_split:,} held-out training images "
-          f"({base.model}, {base.epochs} epochs per trial, pruned by median validation accuracy); "
+          f"({base.model}, {_plural(base.epochs, 'epoch')} per trial, pruned by median validation accuracy); "
           "test accuracy plays no part in the search")
     if args.trials:
         print(f"running {args.trials} trial(s); runs in {runs_dir}", flush=True)
@@ -469,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder with the dataset's IDX files (default: the run's, else search)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
     p.add_argument("--mistakes", type=int, default=10, metavar="N",
-                   help="list the N most confident mistakes (default: 10)")
+                   help="list the N most confident mistakes (0 = none; default: 10)")
     p.add_argument("--write-report", action="store_true",
                    help="also (re)write the run's figures, misclassified.csv and report.md from this evaluation")
     p.set_defaults(handler=cmd_evaluate)

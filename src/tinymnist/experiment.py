@@ -632,7 +632,8 @@ def plot(plan: Plan, rows: list[ConfigRow], records: list[RunRecord], path: Path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
+
+    from .report import epoch_locator
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8))
     colours = plt.get_cmap("tab10")
@@ -644,13 +645,15 @@ def plot(plan: Plan, rows: list[ConfigRow], records: list[RunRecord], path: Path
         ax1.errorbar([i + 0.25], [100 * r.test.mean], yerr=[100 * (r.test.std or 0.0)], fmt="_", color="black",
                      markersize=14, capsize=4, zorder=4)
         for rec in (x for x in records if x.label == r.label):
+            # A line through one point draws nothing: 1-epoch runs are shown as dots.
             ax2.plot([m["epoch"] for m in rec.metrics], [100 * m["test_acc"] for m in rec.metrics],
-                     color=c, alpha=0.6, linewidth=1, label=r.label if rec.seed == r.seeds[0] else None)
+                     color=c, alpha=0.6, linewidth=1, marker="o" if len(rec.metrics) == 1 else None,
+                     markersize=4, label=r.label if rec.seed == r.seeds[0] else None)
     ax1.set_xticks(range(len(rows)), [r.label for r in rows], rotation=20, ha="right")
     ax1.set_ylabel("final-epoch test accuracy (%)")
     ax1.set_title(f"{plan.suite.name}: per seed (dots), mean ± std (bars)")
     ax1.grid(axis="y", alpha=0.3)
-    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax2.xaxis.set_major_locator(epoch_locator())
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("test accuracy (%)")
     ax2.set_title("test accuracy per epoch (one line per seed)")
@@ -711,7 +714,8 @@ def describe_plan(plan: Plan) -> str:
     epochs = sorted({config.epochs for _, _, config in plan.configs})
     lines = [f"suite {plan.suite.name} ({plan.suite.source}): {plan.suite.description}",
              f"  {len(plan.configs)} configuration(s) x {len(plan.seeds)} seed(s) "
-             f"({', '.join(map(str, plan.seeds))}) = {len(plan.runs)} runs of {'/'.join(map(str, epochs))} epochs "
+             f"({', '.join(map(str, plan.seeds))}) = {len(plan.runs)} runs of {'/'.join(map(str, epochs))} "
+             f"{'epoch' if epochs == [1] else 'epochs'} "
              f"(suite default {SUITE_EPOCHS}) in {plan.directory}"]
     for label, overrides, config in plan.configs:
         runs = [r for r in plan.runs if r.label == label]

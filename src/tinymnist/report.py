@@ -16,6 +16,7 @@ needed, and nothing global changes (a notebook's inline backend keeps working).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import time
@@ -48,20 +49,38 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
+def epoch_locator() -> MaxNLocator:
+    """Whole-number ticks for an axis of epochs. min_n_ticks=1: by default MaxNLocator gives up on integers
+    when fewer than two fit in the view, and a 1-epoch run (view 0.945 to 1.055) got ticks 0.945 ... 1.050."""
+    return MaxNLocator(integer=True, min_n_ticks=1)
+
+
 def _style_epoch_axes(*axes) -> None:
     """Epochs on the x axis (whole numbers) and a light grid, for every panel of a curves figure."""
     for ax in axes:
         if not ax.get_xlabel():
             ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(epoch_locator())
         ax.grid(alpha=0.3)
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    # Write to a temporary name and rename, like every other file in the run directory.
+def _marker(n_points: int, default: str | None) -> str | None:
+    # A line through a single point draws nothing: a 1-epoch curve needs a marker to be seen at all.
+    return "o" if n_points == 1 else default
+
+
+def _save(fig: Figure, path: Path, option: str = "") -> Path:
+    """Write to a temporary name and rename, like every other file in the run directory. A folder we cannot
+    write to is a one-line error naming the path (and the option that gave it)."""
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=DPI, facecolor="white")
-    tmp.replace(path)
+    try:
+        fig.savefig(tmp, dpi=DPI, facecolor="white")
+        tmp.replace(path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # no half-written temporary left next to the user's files
+        where = f"{option} {path}" if option else str(path)
+        raise TinyMnistError(f"{where}: cannot write the figure ({e.strerror or e})") from None
     return path
 
 
@@ -466,7 +485,8 @@ def _short(v: Any) -> str:
 
 def comparison_rows(runs: list[RunInfo]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the comparison table: run, the options that differ, then the results."""
-    diff = differing_options(runs)
+    # Epochs have their own results column (it also marks an unfinished run): not a second one among the options.
+    diff = [k for k in differing_options(runs) if k != "epochs"]
     header = ["run", *diff, "params", "epochs", "final test acc", "test loss", "train acc", "best epoch", "time"]
     rows = []
     for r in runs:
@@ -493,7 +513,7 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-def plot_comparison(runs: list[RunInfo], path: str | Path, title: str = "") -> Path:
+def plot_comparison(runs: list[RunInfo], path: str | Path, title: str = "", option: str = "") -> Path:
     """Overlay the runs' curves: one colour per run; train dashed, test solid (as in curves.png)."""
     diff = differing_options(runs)
     fig = _new_figure(16, 5.2)
@@ -506,7 +526,10 @@ def plot_comparison(runs: list[RunInfo], path: str | Path, title: str = "") -> P
             x, y = _series(r.history, f"test_{key}")
             ax.plot(x, [v * scale for v in y], "-", color=color, marker=marker, markersize=4, label=label)
             x, y = _series(r.history, f"train_{key}")
-            ax.plot(x, [v * scale for v in y], "--", color=color, alpha=0.6)
+            # Train has no markers (they would crowd the test ones), except a lone point, drawn hollow so it
+            # is not mistaken for a test point.
+            ax.plot(x, [v * scale for v in y], "--", color=color, alpha=0.6, marker=_marker(len(x), None),
+                    markersize=5, markerfacecolor="none")
         x, y = _series(r.history, "lr")
         steps = lr_by_step(r.config, r.train_images) if r.train_images else None
         # Runs often share a schedule: earlier runs are drawn wider, so a curve hidden under another still shows.
@@ -528,17 +551,20 @@ def plot_comparison(runs: list[RunInfo], path: str | Path, title: str = "") -> P
     fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(runs)), fontsize=9)
     differ = f": {', '.join(diff)} differ" + ("s" if len(diff) == 1 else "") if diff else ""
     fig.suptitle(title or f"Comparison of {len(runs)} runs{differ}", fontsize=13)
-    return _save(fig, Path(path))
+    return _save(fig, Path(path), option)
 
 
 def compare_runs(run_dirs: list[str | Path], out: str | Path | None = None) -> tuple[str, Path]:
     """Comparison table (text) and the overlaid curves saved to `out` (default: comparison.png next to the
     first run)."""
     runs = load_runs(run_dirs)
-    out = Path(out) if out is not None else runs[0].run_dir.parent / "comparison.png"
+    given = out is not None
+    out = Path(out) if given else runs[0].run_dir.parent / "comparison.png"
     if out.suffix.lower() != ".png":
         raise TinyMnistError(f"--out {out}: the figure is saved as PNG; give a path ending in .png")
     if not out.parent.is_dir():
-        raise TinyMnistError(f"--out {out}: folder {out.parent} does not exist")
+        why = "is not a folder" if out.parent.exists() else "does not exist"
+        raise TinyMnistError(f"--out {out}: folder {out.parent} {why}")
     header, rows = comparison_rows(runs)
-    return format_table(header, rows), plot_comparison(runs, out)
+    # The default location is no option of the user's: name --out in a write error only when it was given.
+    return format_table(header, rows), plot_comparison(runs, out, option="--out" if given else "")
