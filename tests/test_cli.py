@@ -40,9 +40,12 @@ def test_summary_of_seed(capsys):
         (["--epochs", "0"], "--epochs: must be a positive integer"),
         (["--model", "resnet"], "--model: unknown model 'resnet'"),
         (["--schedule", "wavy"], "--schedule: unknown schedule 'wavy'"),
-        (["--lr", "-1"], "--lr: must be positive"),
+        (["--lr", "-1"], "--lr: must be a positive number"),
+        (["--lr", "inf"], "--lr: must be a positive number"),
+        (["--name", " "], "--name: must be a plain folder name"),
         (["--config", "/nonexistent.toml"], "/nonexistent.toml: config file not found"),
-        (["--data-dir", "/nonexistent"], "--data-dir /nonexistent: no mnist IDX files"),
+        (["--data-dir", "/nonexistent-tinymnist"], "--data-dir /nonexistent-tinymnist: no such folder"),
+        (["--data-dir", "/"], "--data-dir /: no mnist IDX files there"),
         (["--runs-root", "/proc/forbidden"], "cannot write the run directory"),
         (["--model", "seed", "--param-budget", "1000"], "over the budget of 1,000"),
     ],
@@ -66,6 +69,45 @@ def test_malformed_config_file(tmp_path):
     assert r.returncode == 1 and "option 'epochs' has the wrong type" in r.stderr
 
 
+def test_a_bad_value_from_the_config_file_names_the_file(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("lr = -1.0\n")
+    r = run_cli("train", "--config", str(cfg), "--runs-root", str(tmp_path))
+    assert r.returncode == 1 and f"{cfg}: option 'lr': must be a positive number" in r.stderr, r.stderr
+    # the same bad value given as a flag is named as the flag, even with a config file
+    r = run_cli("train", "--config", str(cfg), "--lr", "-2", "--runs-root", str(tmp_path))
+    assert r.returncode == 1 and r.stderr.startswith("tinymnist: error: --lr: must be a positive number"), r.stderr
+
+
+def test_config_file_with_options_both_at_top_level_and_under_train_is_refused(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("epochs = 1\n[train]\nepochs = 2\n")
+    r = run_cli("train", "--config", str(cfg), "--runs-root", str(tmp_path))
+    assert r.returncode == 1 and "either at the top level or under [train], not both" in r.stderr, r.stderr
+
+
+def test_resume_refuses_options_that_would_change_the_run(tmp_path):
+    r = run_cli("train", "--runs-root", str(tmp_path), "--name", "r", "--epochs", "1", "--train-subset", "300",
+                "--test-subset", "200")
+    assert r.returncode == 0, r.stderr
+    before = (tmp_path / "r" / "metrics.csv").read_bytes()
+    r = run_cli("train", "--resume", str(tmp_path / "r"), "--epochs", "3", "--lr", "0.5")
+    assert r.returncode == 1 and "--epochs, --lr cannot change it" in r.stderr, r.stderr
+    assert (tmp_path / "r" / "metrics.csv").read_bytes() == before
+
+
+def test_resume_of_a_file_says_it_is_not_a_run_directory(tmp_path):
+    f = tmp_path / "notes.md"
+    f.write_text("mine")
+    r = run_cli("train", "--resume", str(f))
+    assert r.returncode == 1 and "is a file, not a run directory" in r.stderr and f.read_text() == "mine"
+
+
+def test_version():
+    r = run_cli("--version")
+    assert r.returncode == 0 and r.stdout.startswith("tinymnist ")
+
+
 def test_config_file_and_flags_flags_win(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[train]\nepochs = 1\nmodel = "tiny1k"\ntrain_subset = 300\ntest_subset = 200\n')
@@ -85,6 +127,12 @@ def test_data_check_reports_official_status():
     assert r.returncode == 0, r.stderr
     assert "t10k-images-idx3-ubyte.gz" in r.stdout and "matches the official release" in r.stdout
     assert "differs from the official release checksum" in r.stdout
+    assert "expected for the offline MNIST copy's training images" in r.stdout
+
+
+def test_mnist_files_are_refused_as_fashion_mnist(mnist_dir):
+    r = run_cli("data", "check", "--dataset", "fashion-mnist", "--data-dir", str(mnist_dir))
+    assert r.returncode == 1 and "this is mnist's file, not fashion-mnist's" in r.stderr, r.stderr
 
 
 def test_data_check_on_corrupt_dir(tmp_path):

@@ -95,7 +95,11 @@ def test_env_var_pointing_nowhere_is_an_error(tmp_path, monkeypatch):
 
 
 def test_bad_data_dir_is_an_error(tmp_path):
-    with pytest.raises(TinyMnistError, match="--data-dir .*no mnist IDX files"):
+    with pytest.raises(TinyMnistError, match="--data-dir .*no such folder"):
+        locate("mnist", tmp_path / "nowhere")
+    make_dataset_dir(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(TinyMnistError, match=r"--data-dir .*: missing t10k-labels-idx1-ubyte\[\.gz\](?!,)"):
         locate("mnist", tmp_path)
 
 

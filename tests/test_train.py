@@ -92,7 +92,7 @@ def test_over_budget_model_refused_before_training(tmp_path, mnist_dir):
     assert not (tmp_path / "b").exists()  # refused before anything was written, not even an empty folder
 
 
-@pytest.mark.parametrize("name", ["../keep", "", ".", "..", "a/b"])
+@pytest.mark.parametrize("name", ["../keep", "", ".", "..", "a/b", " ", "keep "])
 def test_name_must_be_a_plain_folder_name(tmp_path, mnist_dir, name):
     train(quick(tmp_path / "runs", epochs=1, name="keep"))
     before = {p.name: p.read_bytes() for p in (tmp_path / "runs" / "keep").iterdir() if p.is_file()}

@@ -132,8 +132,17 @@ def config_from_args(args: argparse.Namespace):
         flags.setdefault("rotate", rotate)
         flags.setdefault("translate", translate)
     config = config_from_dict(flags, config, source="command line")
-    config.validate()
+
+    def origin(option: str) -> str:  # name the file when a bad value came from it, the flag otherwise
+        from_file = getattr(args, "config", None) and option not in flags
+        return f"{args.config}: option '{option}'" if from_file else f"--{option.replace('_', '-')}"
+
+    config.validate(origin)
     return config
+
+
+# The only options that may go with --resume: they say where and how fast, not what is trained.
+RESUME_OPTIONS = ("data_dir", "threads")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -141,9 +150,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
     if args.resume:
+        from .config import FIELD_NAMES
+
+        # A resumed run continues exactly as configured (that is what makes it equal to an uninterrupted one):
+        # an option that would change it is refused rather than silently ignored. Where the data lives and how
+        # many threads to use do not change what is computed.
+        changed = [f"--{k.replace('_', '-')}" for k in vars(args) if k in FIELD_NAMES and k not in RESUME_OPTIONS]
+        if getattr(args, "config", None):
+            changed.insert(0, "--config")
+        if changed:
+            raise TinyMnistError(f"--resume continues a run with its saved options; {', '.join(changed)} cannot "
+                                 "change it (start a new run with --name instead)")
         config, _ = read_config(args.resume)
         run = Path(args.resume)
         config.runs_root, config.name = str(run.parent), run.name
+        for k in RESUME_OPTIONS:
+            if k in vars(args):
+                setattr(config, k, getattr(args, k))
         print(f"resuming {run}")
     else:
         config = config_from_args(args)
@@ -152,7 +175,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     _, source = locate(config.dataset, config.data_dir)
     print(f"data: {config.dataset} from {source}")
     if not args.resume:
-        config.validate()  # a bad option is reported before the header below describes it
         from .models import build_model, count_parameters
 
         aug = f"rotate ±{config.rotate:g}°, shift ±{config.translate:g}" if config.rotate or config.translate \
@@ -192,9 +214,17 @@ def cmd_data_check(args: argparse.Namespace) -> int:
                   False: "differs from the official release checksum",
                   None: "uncompressed: official checksums exist for .gz only"}[r["official"]]
         print(f"  {Path(r['file']).name:<28} {r['bytes']:>10,} bytes  sha256 {r['sha256'][:16]}…  {status}")
-    if any(r["official"] is False for r in rows):
-        print("  (a mismatch is expected for the offline MNIST copy's training images: they were rebuilt from a\n"
-              "   PNG export and differ from the official pixels by at most 1 grey level; see its README)")
+    differ = [Path(r["file"]).name for r in rows if r["official"] is False]
+    if args.dataset == "mnist" and differ == ["train-images-idx3-ubyte.gz"]:
+        print("  (expected for the offline MNIST copy's training images: they were rebuilt from a PNG export and\n"
+              "   differ from the official pixels by at most 1 grey level; see its README)")
+    elif args.dataset == "fashion-mnist" and differ and "/usr/share/datasets" in rows[0]["source"]:
+        print("  (expected for Debian's dataset-fashion-mnist package: it recompresses the files, so the .gz bytes\n"
+              "   differ from the release's; the images were read and validated, but no official checksum of the\n"
+              "   uncompressed content exists to compare them with)")
+    elif differ:
+        print(f"  ({len(differ)} file(s) differ from the official release: recompressed, or altered; check where "
+              "they came from)")
     return 0
 
 
@@ -447,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tinymnist",
         description="Train tiny (< 20k parameter) CNNs on MNIST / Fashion-MNIST on a CPU, and inspect them.",
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"tinymnist {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a model and save a run directory",
@@ -565,12 +598,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "handler", None):
-        parser.print_help()
-        return 2
     try:
+        # Building the parser reads the model registry: a Ctrl-C there is an interruption too, not a traceback.
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "handler", None):
+            parser.print_help()
+            return 2
         return args.handler(args)
     except TinyMnistError as e:
         print(f"tinymnist: error: {e}", file=sys.stderr)

@@ -4,7 +4,9 @@ and the resolved config is saved in the run directory, so a run can always be re
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -48,13 +50,15 @@ class TrainConfig:
     eval_batch_size: int = 2000
     tensorboard: bool = False
 
-    def validate(self) -> None:
-        """Reject options that make no sense, naming the option."""
+    def validate(self, origin: Callable[[str], str] | None = None) -> None:
+        """Reject options that make no sense, naming the option. `origin(option)` says where a value came from
+        (e.g. "cfg.toml: option 'lr'"); by default the option is named as its command-line flag."""
         from .data import DATASETS
         from .models import MODELS
 
         def bad(option: str, why: str) -> TinyMnistError:
-            return TinyMnistError(f"--{option.replace('_', '-')}: {why}")
+            where = origin(option) if origin else f"--{option.replace('_', '-')}"
+            return TinyMnistError(f"{where}: {why}")
 
         if self.model not in MODELS:
             raise bad("model", f"unknown model '{self.model}' (choose from: {', '.join(MODELS)})")
@@ -68,8 +72,8 @@ class TrainConfig:
             raise bad("epochs", f"must be a positive integer, got {self.epochs}")
         if self.batch_size <= 0:
             raise bad("batch_size", f"must be a positive integer, got {self.batch_size}")
-        if not self.lr > 0:
-            raise bad("lr", f"must be positive, got {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise bad("lr", f"must be a positive number, got {self.lr}")
         for name in ("momentum", "weight_decay", "rotate", "translate", "step_size", "val_split",
                      "train_subset", "test_subset", "threads"):
             if getattr(self, name) < 0:
@@ -82,9 +86,12 @@ class TrainConfig:
             raise bad("translate", f"is a fraction of the image side and must be < 0.5, got {self.translate}")
         if self.param_budget <= 0:
             raise bad("param_budget", f"must be positive, got {self.param_budget}")
-        if self.name is not None and (self.name in ("", ".", "..") or any(c in self.name for c in "/\\")):
-            # A name is one folder inside --runs-root: "../other-run" or "" would point at someone else's folder.
-            raise bad("name", f"must be a plain folder name (no '/', not empty, not '.' or '..'), got {self.name!r}")
+        if self.name is not None and (self.name.strip() in ("", ".", "..") or self.name != self.name.strip()
+                                      or any(c in self.name for c in "/\\")):
+            # A name is one folder inside --runs-root: "../other-run" or "" would point at someone else's folder,
+            # and " " or "a " make folders that look like nothing (or like another run) in a listing.
+            raise bad("name", "must be a plain folder name (no '/', not empty, not '.' or '..', no leading or "
+                              f"trailing spaces), got {self.name!r}")
         if self.eval_batch_size <= 0:
             raise bad("eval_batch_size", f"must be positive, got {self.eval_batch_size}")
 
@@ -143,4 +150,11 @@ def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML config file; options may sit at the top level or under a [train] table."""
     data = read_toml(path)
-    return data.get("train", data)
+    if "train" in data and len(data) > 1:
+        # Both would be ambiguous: which epochs did the user mean? Refuse rather than silently pick one.
+        raise TinyMnistError(f"{path}: put options either at the top level or under [train], not both "
+                             f"(top level has: {', '.join(k for k in data if k != 'train')})")
+    train = data.get("train", data)
+    if not isinstance(train, dict):
+        raise TinyMnistError(f"{path}: 'train' must be a table of options")
+    return train

@@ -221,7 +221,13 @@ def locate(dataset: str = "mnist", data_dir: str | Path | None = None, allow_dow
     places = candidate_dirs(dataset, data_dir)
     if data_dir is not None and not _has_files(Path(data_dir)):
         # An explicit --data-dir that is wrong is a mistake to report, not to silently route around.
-        raise TinyMnistError(f"--data-dir {data_dir}: no {dataset} IDX files there (need {_file_list()})")
+        if not Path(data_dir).is_dir():
+            raise TinyMnistError(f"--data-dir {data_dir}: no such folder")
+        missing = [s + "[.gz]" for pair in SPLIT_FILES.values() for s in pair
+                   if not any((Path(data_dir) / n).is_file() for n in (s, s + ".gz"))]
+        if len(missing) == 4:
+            raise TinyMnistError(f"--data-dir {data_dir}: no {dataset} IDX files there (need {_file_list()})")
+        raise TinyMnistError(f"--data-dir {data_dir}: missing {', '.join(missing)}")
     env = os.environ.get("TINYMNIST_DATA")
     if data_dir is None and env and not any(_has_files(d) for label, d in places if label == "$TINYMNIST_DATA"):
         # Same for the environment variable: a typo there must not silently fall through to another copy.
@@ -260,8 +266,20 @@ def load_dataset(dataset: str = "mnist", data_dir: str | Path | None = None) -> 
     for split in SPLIT_FILES.values():
         for stem in split:
             p = _find_file(directory, stem)
-            sha[p.name] = file_sha256(p)
+            payload = p.read_bytes()
+            _refuse_other_dataset(p, payload, dataset)
+            sha[p.name] = hashlib.sha256(payload).hexdigest()
     return Dataset(name=dataset, train=train, test=test, directory=directory, source=source, sha256=sha)
+
+
+def _refuse_other_dataset(path: Path, payload: bytes, dataset: str) -> None:
+    """MNIST and Fashion-MNIST files have the same names and format: a --data-dir pointing at the wrong one
+    would train quietly on the wrong images. Their official checksums tell them apart."""
+    md5 = hashlib.md5(payload).hexdigest()
+    for other, sums in OFFICIAL_MD5.items():
+        if other != dataset and md5 in sums.values():
+            raise TinyMnistError(f"{path}: this is {other}'s file, not {dataset}'s (choose --dataset {other} or "
+                                 "another --data-dir)")
 
 
 def normalize(images: torch.Tensor, dataset: str = "mnist") -> torch.Tensor:
@@ -292,6 +310,7 @@ def check(dataset: str = "mnist", data_dir: str | Path | None = None) -> list[di
         for stem in (image_stem, label_stem):
             p = _find_file(directory, stem)
             payload = p.read_bytes()
+            _refuse_other_dataset(p, payload, dataset)
             official = OFFICIAL_MD5[dataset].get(stem + ".gz")
             if p.suffix == ".gz":
                 matches = hashlib.md5(payload).hexdigest() == official

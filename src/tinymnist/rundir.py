@@ -187,7 +187,8 @@ def write_summary(run_dir: Path, result: Any) -> None:
 def _require_dir(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise TinyMnistError(f"{run_dir}: run directory not found")
+        why = "is a file, not a run directory" if run_dir.exists() else "run directory not found"
+        raise TinyMnistError(f"{run_dir}: {why}")
     return run_dir
 
 
