@@ -111,7 +111,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--test-subset", type=int, default=S,
                    help="evaluate on the first N test images only (0 = all; default: 0)")
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=S, help=f"random seed; same seed and --threads, same numbers (default: {d.seed})")
+    g.add_argument("--seed", type=int, default=S,
+                   help=f"random seed; same seed and --threads, same numbers (default: {d.seed})")
     g.add_argument("--threads", type=int, default=S, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--runs-root", default=S, help=f"where run directories go (default: {d.runs_root})")
     g.add_argument("--name", default=S, help="run directory name (default: <model>-<date>-<time>)")
