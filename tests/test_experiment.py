@@ -154,6 +154,38 @@ def test_existing_runs_with_other_options_are_refused(tmp_path, mnist_dir):
         ex.plan_suite(suite, {**flags, "epochs": 2}, seeds=1)
 
 
+def test_runs_root_that_is_a_file_is_refused_even_for_a_dry_run(tmp_path, capsys):
+    root = tmp_path / "a-file"
+    root.write_text("")
+    with pytest.raises(TinyMnistError, match=f"--runs-root {root}: cannot hold the suite folder .* is not a folder"):
+        ex.plan_suite(ex.load_suite("dropout"), {"runs_root": str(root)}, seeds=1)
+    assert main(["experiment", "dropout", "--dry-run", "--runs-root", str(root)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--runs-root {root}: cannot hold the suite folder" in err[0]
+
+
+def test_unwritable_runs_root_is_refused_before_any_run(tmp_path, capsys):
+    """Under /proc no folder can be made (not even by root): one line, and no run is started."""
+    grid = write_grid(tmp_path, '[base]\nmodel = "tiny1k"\n[grid]\ndropout = [0.0, 0.1]\n')
+    assert main(["experiment", str(grid), "--epochs", "1", "--seeds", "1", "--jobs", "1", "--threads", "1",
+                 "--runs-root", "/proc/tinymnist-test"]) == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "--runs-root /proc/tinymnist-test: " in err[0], err
+    assert captured.out == ""  # refused before the plan is even shown
+
+
+def test_write_outputs_error_is_one_line(tmp_path):
+    suite = ex.Suite("fake", "q", [("a", {"dropout": 0.1})])
+    d = tmp_path / "experiments" / "fake"
+    fake_run(d, "a", 0, [0.9, 0.95])
+    (d / "results.md").mkdir()  # a folder where the table goes: the rename fails
+    plan = ex.plan_suite(suite, {"runs_root": str(tmp_path), "epochs": 2, "train_subset": 300,
+                                 "test_subset": 200}, seeds=1)
+    with pytest.raises(TinyMnistError, match=f"{d}: cannot write the results .*the finished runs are kept"):
+        ex.write_outputs(plan)
+
+
 # --------------------------------------------------------------------------------------------- aggregation
 def test_aggregate_known_values():
     s = ex.aggregate([0.90, 0.92, 0.94])
@@ -167,7 +199,7 @@ def test_aggregate_known_values():
 
 
 def fake_run(directory, label, seed, test_curve, val=None, cpu="Test CPU 9000", threads=1):
-    """A finished run directory written by hand: summary.json, config.json and metrics.csv."""
+    """A finished run directory written by hand: summary.json, config.json, metrics.csv and report.md."""
     run_dir = directory / f"{label}-s{seed}"
     run_dir.mkdir(parents=True)
     config = TrainConfig(epochs=len(test_curve), seed=seed, runs_root=str(directory), name=run_dir.name,
@@ -188,6 +220,7 @@ def fake_run(directory, label, seed, test_curve, val=None, cpu="Test CPU 9000", 
         "final_test_acc": test_curve[-1], "final_test_loss": 1.0, "final_val_acc": val,
         "best_epoch_test_acc": test_curve[best], "best_epoch": best + 1, "wall_seconds": 10.0 + seed,
         "finished": True}))
+    (run_dir / "report.md").write_text("# report\n")
 
 
 def test_table_reports_final_epoch_not_best_epoch(tmp_path):
@@ -267,6 +300,31 @@ def test_resume_skips_finished_and_continues_partial(tmp_path, mnist_dir):
     assert {p.name for p in out.files} == {"results.md", "results.csv", "runs.csv", "results.png"}
 
 
+def test_run_stopped_while_reporting_is_repaired(tmp_path, mnist_dir):
+    """A run interrupted after its last epoch, while drawing its figures, has summary.json but no report: the
+    next run of the suite writes the report instead of counting the run finished. Epochs are reported as they
+    end (in-process with --jobs 1)."""
+    suite = ex.Suite("s", "test", [("a", {"dropout": 0.0})])
+    flags = {**QUICK, "runs_root": str(tmp_path), "epochs": 2}
+    plan = ex.plan_suite(suite, flags, seeds=1)
+    seen = []
+    ex.run_plan(plan, jobs=1, threads=1, on_epoch=lambda run, p: seen.append((run.config.name, p["epoch"])))
+    assert seen == [("a-s0", 1), ("a-s0", 2)]
+    run_dir = plan.runs[0].run_dir
+    for name in ("report.md", "misclassified.png", "misclassified.csv"):
+        (run_dir / name).unlink()
+    summary = (run_dir / "summary.json").read_text()
+
+    plan = ex.plan_suite(suite, flags, seeds=1)
+    assert plan.runs[0].state == "unreported" and "[1 unreported]" in ex.describe_plan(plan)
+    reports = ex.run_plan(plan, jobs=1, threads=1, on_epoch=lambda run, p: seen.append(p))
+    assert reports[0]["ok"] and reports[0]["final_test_acc"] == json.loads(summary)["final_test_acc"]
+    assert len(seen) == 2  # nothing was trained again
+    assert all((run_dir / n).is_file() for n in ("report.md", "misclassified.png", "misclassified.csv"))
+    assert (run_dir / "summary.json").read_text() == summary
+    assert ex.plan_suite(suite, flags, seeds=1).runs[0].state == "finished"
+
+
 def test_cli_parallel_suite_from_grid_then_reuse(tmp_path, mnist_dir, capsys):
     grid = write_grid(tmp_path, '[base]\nmodel = "tiny1k"\nbatch_size = 50\n'
                                 '[grid]\ndropout = [0.0, 0.1]\n', name="small.toml")
@@ -275,6 +333,11 @@ def test_cli_parallel_suite_from_grid_then_reuse(tmp_path, mnist_dir, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "running 2 run(s), 2 at a time with 1 torch thread(s) each" in out
+    lines = out.splitlines()
+    for name in ("dropout-0-s0", "dropout-0.1-s0"):  # each epoch reported by the workers, before the run's result
+        epoch = next(i for i, line in enumerate(lines) if f" {name} " in line and "epoch   1/1  test " in line)
+        done = next(i for i, line in enumerate(lines) if f" {name} " in line and "final test acc" in line)
+        assert epoch < done and "val " in lines[epoch]
     assert "| dropout-0.1 | dropout=0.1 | tiny1k |" in out and "final-epoch val acc" in out
     d = tmp_path / "experiments" / "small"
     assert (d / "results.png").is_file() and (d / "dropout-0-s0" / "summary.json").is_file()

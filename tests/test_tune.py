@@ -1,6 +1,7 @@
 """Tuning: selection on validation only, pruning, SQLite studies, and several workers sharing a PostgreSQL study."""
 
 import glob
+import importlib
 import math
 import os
 import pwd
@@ -89,10 +90,12 @@ def test_sqlite_study_end_to_end(tmp_path, mnist_dir, capsys):
     retrained = list((tmp_path / "tune" / "s").glob("best-trial-*-s1"))
     assert len(retrained) == 1 and (retrained[0] / "summary.json").is_file()
 
-    # --trials 0: no new trial; the finished retrain is reused, not redone.
+    # --trials 0: no new trial; the finished retrain is reused, not redone, and the output says so.
     stamp = (retrained[0] / "summary.json").stat().st_mtime_ns
     assert main(["tune", "--trials", "0", "--runs-root", str(tmp_path), "--study", "s"]) == 0
-    assert "study now has 3 trial(s)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "study now has 3 trial(s)" in out
+    assert "retrained already: reporting that run" in out and "retraining" not in out
     assert (retrained[0] / "summary.json").stat().st_mtime_ns == stamp
 
     # joining the study with different options would make trials incomparable
@@ -108,12 +111,68 @@ def test_sqlite_study_end_to_end(tmp_path, mnist_dir, capsys):
     (["--val-split", "0"], "--val-split: tuning needs a validation split"),
     (["--model", "seed", "--param-budget", "1000"], "over the budget of 1,000"),
     (["--trials", "-1"], "--trials: must not be negative"),
+    (["--study", "../x"], "--study: must be a plain folder name"),
+    (["--study", "/tmp/abs"], "--study: must be a plain folder name"),
+    (["--study", ""], "--study: must be a plain folder name"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, args, message):
     assert main(["tune", "--runs-root", str(tmp_path), *args]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert "secret" not in err[0]
+
+
+def test_study_name_outside_runs_tune_creates_nothing(tmp_path, capsys):
+    assert main(["tune", "--runs-root", str(tmp_path / "runs"), "--study", "../escape"]) == 1
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "escape").exists()
+
+
+def test_ctrl_c_is_one_line_and_the_trial_is_marked_interrupted(tmp_path, monkeypatch, capfd):
+    """Ctrl-C in the second trial: no Optuna warning or traceback (capfd sees Optuna's own stderr handler too),
+    exit 130, and the trial is closed in the study as interrupted, not counted as a failed set of options."""
+    fake = FakeTrain()
+
+    def train_then_interrupt(config, **kwargs):
+        if len(fake.calls) == 1:
+            raise KeyboardInterrupt
+        return fake(config, **kwargs)
+
+    monkeypatch.setattr(tune, "train", train_then_interrupt)
+    # The fake needs no data. (The module, not the package's `train` function of the same name.)
+    monkeypatch.setattr(importlib.import_module("tinymnist.train"), "prepare_data", lambda config: None)
+    assert main(["tune", "--trials", "3", "--runs-root", str(tmp_path), "--study", "k", *QUICK]) == 130
+    out, err = capfd.readouterr()
+    assert "trial    0  complete" in out and "trial    1  interrupted" in out and "trial    2" not in out
+    assert err.strip().splitlines() == ["interrupted: the finished trials are saved in the study; run the command "
+                                        "again to add more"]
+    study = optuna.load_study(study_name="k", storage=f"sqlite:///{tmp_path / 'tune.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
+    assert study.trials[1].user_attrs == {"interrupted": True}
+    assert tune.count_states(study) == {"complete": 1, "interrupted": 1}
+
+
+def test_help_shows_tune_defaults_and_not_the_searched_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["tune", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    assert f"--epochs EPOCHS passes over the training set in each trial and the final retraining (default: " \
+           f"{tune.TUNE_EPOCHS})" in out
+    assert f"--val-split VAL_SPLIT training images held out to score the trials on (default: {tune.TUNE_VAL_SPLIT};" \
+           in out
+    for flag in ("--lr LR", "--dropout DROPOUT", "--weight-decay WEIGHT", "--augment {", "--rotate ROTATE",
+                 "--name NAME"):
+        assert flag not in out, flag
+
+
+def test_retrain_state(tmp_path):
+    run = tmp_path / "best-trial-0001-s1"
+    assert tune.retrain_state(run) == "new"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"")
+    (run / "summary.json").write_text("{}")
+    assert tune.retrain_state(run) == "partial"  # stopped while writing its report: resumed, which writes it
+    (run / "report.md").write_text("")
+    assert tune.retrain_state(run) == "done"
 
 
 def test_refused_options_are_not_recorded_in_the_study(tmp_path, capsys):

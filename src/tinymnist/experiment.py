@@ -6,10 +6,12 @@ deterministic run directory
 
     <runs_root>/experiments/<suite>/<label>-s<seed>/
 
-A run counts as finished iff its summary.json exists. Re-running a suite therefore reuses finished runs,
-resumes runs that stopped part-way (from their checkpoint) and only trains what is missing. Runs execute in
-parallel worker processes, each with a fixed number of torch threads so the workers never oversubscribe the
-cores. The results (results.md, results.csv, runs.csv, results.png) go into the suite folder.
+A run counts as finished iff its summary.json and its report.md exist. Re-running a suite therefore reuses
+finished runs, resumes runs that stopped part-way (from their checkpoint), writes the missing report of a run
+stopped after its last epoch, and only trains what is missing. Runs execute in parallel worker processes, each
+with a fixed number of torch threads so the workers never oversubscribe the cores; they report every epoch to
+the parent, which prints it. The results (results.md, results.csv, runs.csv, results.png) go into the suite
+folder.
 
 Honesty rules, enforced here rather than left to the reader: the reported figure is the test accuracy after
 the final epoch (read from summary.json, never a best epoch); the table states seeds, epochs, data sizes,
@@ -211,7 +213,9 @@ class PlannedRun:
     seed: int
     config: TrainConfig
     params: int
-    state: str = "new"  # new | partial (has a checkpoint: resume) | stale (no checkpoint: restart) | finished
+    # new | partial (has a checkpoint: resume) | stale (no checkpoint: restart) | unreported (trained, but stopped
+    # before its report was written: write it) | finished
+    state: str = "new"
 
     @property
     def run_dir(self) -> Path:
@@ -267,7 +271,11 @@ def _inspect_existing(run: PlannedRun) -> str | None:
     if (d / rundir.SUMMARY).is_file():
         if not has_config:
             return f"{d}: has summary.json but no config.json"
-        run.state = "finished"
+        from .report import REPORT
+
+        # train() writes report.md last, after the weights and summary.json: a run stopped while drawing its
+        # figures has its numbers but not its report, and would otherwise never get one.
+        run.state = "finished" if (d / REPORT).is_file() else "unreported"
     elif (d / rundir.CHECKPOINT).is_file():
         run.state = "partial"
     elif has_config or (d / rundir.METRICS).exists():
@@ -303,6 +311,7 @@ def plan_suite(suite: Suite, flags: dict[str, Any], seeds: int = DEFAULT_SEEDS, 
     base = config_from_dict({k: v for k, v in flags.items() if k != "threads"}, base, source="command line")
     base.validate()  # a bad flag is reported once, not once per configuration
     directory = suite_directory(base.runs_root, suite.name)
+    _check_directory(directory, base.runs_root)
     seed_list = list(range(first_seed, first_seed + seeds))
 
     configs, runs, over, invalid = [], [], [], []
@@ -332,6 +341,34 @@ def plan_suite(suite: Suite, flags: dict[str, Any], seeds: int = DEFAULT_SEEDS, 
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise TinyMnistError(f"{problems[0]}{more}; delete those runs or use another --runs-root")
     return Plan(suite, base, seed_list, configs, runs, directory)
+
+
+def _check_directory(directory: Path, runs_root: str) -> None:
+    """Refuse a suite folder that cannot be made, without making it (planning and --dry-run write nothing): a
+    file in the way, or a nearest existing folder we may not write to. What only mkdir can tell (a folder under
+    /proc, a read-only mount when running as root) is refused by prepare_directory, still before any run."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise TinyMnistError(f"--runs-root {runs_root}: cannot hold the suite folder {directory} "
+                             f"({existing} is not a folder)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TinyMnistError(f"--runs-root {runs_root}: cannot hold the suite folder {directory} "
+                             f"({existing} is not writable)")
+
+
+def prepare_directory(plan: Plan) -> None:
+    """Create the suite folder and prove it writable before the first run starts, so that a bad --runs-root is
+    one line up front rather than a failure per run and an error at the end."""
+    try:
+        plan.directory.mkdir(parents=True, exist_ok=True)
+        probe = plan.directory / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise TinyMnistError(f"--runs-root {plan.base.runs_root}: cannot write the suite folder {plan.directory} "
+                             f"({e.strerror or e})") from None
 
 
 # ----------------------------------------------------------------------------------------------------- running
@@ -374,43 +411,87 @@ def _clear_stale(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
 
 
-def execute_run(config_dict: dict, state: str, threads: int) -> dict:
-    """Train (or resume) one planned run; runs in a worker process. Returns a small picklable report."""
+EpochCallback = Callable[[PlannedRun, dict], None]
+
+
+def _progress(m: dict) -> dict:
+    """What the parent prints for one finished epoch (small: it crosses a process boundary)."""
+    return {"epoch": m["epoch"], "test_acc": m["test_acc"], "val_acc": m["val_acc"]}
+
+
+def execute_run(config_dict: dict, state: str, threads: int, on_epoch: Callable[[dict], None] | None = None
+                ) -> dict:
+    """Train (or resume) one planned run; runs in a worker process. Returns a small picklable report.
+
+    on_epoch(progress): called after each epoch with _progress(metrics)."""
     import torch
 
+    from . import rundir
     from .train import train
 
     torch.set_num_threads(threads)
     config = config_from_dict(config_dict, source="experiment")
     config.threads = threads
+    run_dir = Path(config.runs_root) / str(config.name)
+
+    def epoch_done(m: dict) -> None:  # returns None: a true value would ask train() to stop
+        if on_epoch:
+            on_epoch(_progress(m))
+
     try:
+        if state == "unreported":
+            # Trained to the end and stopped while drawing its figures: write them from the saved weights, the
+            # last step train() would have done (and what `train --resume` ends with).
+            from .report import write_run_report
+
+            data = _prepared(config)
+            write_run_report(run_dir, test=(data.test_x, data.test_y))
+            summary = rundir.read_summary(run_dir)
+            return {"name": config.name, "ok": True, "final_test_acc": summary["final_test_acc"],
+                    "final_val_acc": summary.get("final_val_acc"), "wall_seconds": summary["wall_seconds"]}
         if state == "stale":
-            _clear_stale(Path(config.runs_root) / str(config.name))
-        result = train(config, resume=state == "partial", data=_prepared(config))
+            _clear_stale(run_dir)
+        result = train(config, resume=state == "partial", data=_prepared(config), on_epoch=epoch_done)
     except TinyMnistError as e:
         return {"name": config.name, "ok": False, "error": str(e)}
     return {"name": config.name, "ok": True, "final_test_acc": result.final_test_acc,
             "final_val_acc": result.final_val_acc, "wall_seconds": result.wall_seconds}
 
 
-def _worker_init() -> None:
+# In a worker process: where its runs send ("epoch", name, progress) and ("done", name, report) messages.
+_MESSAGES: Any = None
+
+
+def _worker_init(messages: Any) -> None:
     # Ctrl-C goes to the whole process group; the parent alone handles it (and terminates the workers), so the
     # terminal gets one message instead of a traceback per worker.
     import signal
 
+    global _MESSAGES
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _MESSAGES = messages
 
 
-def run_plan(plan: Plan, jobs: int, threads: int, on_done: Callable[[PlannedRun, dict], None] | None = None
-             ) -> list[dict]:
+def _execute_in_worker(task: tuple) -> None:
+    # Epochs and the final report travel on one queue, in order, so a run's last epoch is never printed after
+    # the line saying it is done.
+    name = task[0]["name"]
+    report = execute_run(*task, on_epoch=lambda p: _MESSAGES.put(("epoch", name, p)))
+    _MESSAGES.put(("done", name, report))
+
+
+def run_plan(plan: Plan, jobs: int, threads: int, on_done: Callable[[PlannedRun, dict], None] | None = None,
+             on_epoch: EpochCallback | None = None) -> list[dict]:
     """Execute the plan's unfinished runs, `jobs` at a time. Returns the reports of all executed runs.
 
-    Data problems (missing files, a validation split larger than the training set, ...) are found by loading
-    each distinct data view once here, before any run starts.
+    on_done(run, report) after each run; on_epoch(run, progress) after each epoch of each run, in this process
+    (progress: epoch, test_acc, val_acc). Data problems (missing files, a validation split larger than the
+    training set, ...) are found by loading each distinct data view once here, before any run starts.
     """
     pending = plan.pending
     if not pending:
         return []
+    prepare_directory(plan)
     for r in pending:
         _prepared(r.config)
     by_name = {r.config.name: r for r in pending}
@@ -418,22 +499,38 @@ def run_plan(plan: Plan, jobs: int, threads: int, on_done: Callable[[PlannedRun,
     tasks = [(r.config.to_dict(), r.state, threads) for r in pending]
     if jobs == 1:
         for task in tasks:
-            report = execute_run(*task)
+            run = by_name[task[0]["name"]]
+            report = execute_run(*task, on_epoch=(lambda p, run=run: on_epoch(run, p)) if on_epoch else None)
             reports.append(report)
             if on_done:
-                on_done(by_name[report["name"]], report)
+                on_done(run, report)
         return reports
 
     import multiprocessing as mp
+    import queue
 
     _DATA_CACHE.clear()  # the workers load their own copy; do not hold one more in the parent
     # 'spawn': a fresh interpreter per worker, no forked torch thread pools or locks.
-    pool = mp.get_context("spawn").Pool(jobs, initializer=_worker_init)
+    ctx = mp.get_context("spawn")
+    messages = ctx.Queue()
+    pool = ctx.Pool(jobs, initializer=_worker_init, initargs=(messages,))
     try:
-        for report in pool.imap_unordered(_execute_star, tasks, chunksize=1):
-            reports.append(report)
+        results = [pool.apply_async(_execute_in_worker, (task,)) for task in tasks]
+        while len(reports) < len(tasks):
+            try:
+                kind, name, payload = messages.get(timeout=1.0)
+            except queue.Empty:
+                for r in results:
+                    if r.ready() and not r.successful():
+                        r.get()  # a worker's unexpected exception (a bug, not a TinyMnistError): raise it here
+                continue
+            if kind == "epoch":
+                if on_epoch:
+                    on_epoch(by_name[name], payload)
+                continue
+            reports.append(payload)
             if on_done:
-                on_done(by_name[report["name"]], report)
+                on_done(by_name[name], payload)
         pool.close()
     except BaseException:
         pool.terminate()  # checkpoints are written atomically, so killing mid-epoch loses only that epoch
@@ -441,10 +538,6 @@ def run_plan(plan: Plan, jobs: int, threads: int, on_done: Callable[[PlannedRun,
     finally:
         pool.join()
     return reports
-
-
-def _execute_star(task: tuple) -> dict:
-    return execute_run(*task)
 
 
 # ------------------------------------------------------------------------------------------------- aggregation
@@ -692,19 +785,24 @@ def write_outputs(plan: Plan, jobs: int | None = None) -> Outputs:
     rows = summarize_records(plan, records)
     markdown = format_markdown(plan, rows, records, jobs)
     results_csv, runs_csv = format_csvs(rows, records)
-    plan.directory.mkdir(parents=True, exist_ok=True)
     files = [plan.directory / n for n in ("results.md", "results.csv", "runs.csv", "results.png")]
-    _atomic_write(files[0], markdown)
-    _atomic_write(files[1], results_csv)
-    _atomic_write(files[2], runs_csv)
-    if rows:
-        plot(plan, rows, records, files[3])
-    else:
-        files.pop()
     meta = {"suite": plan.suite.name, "source": plan.suite.source, "seeds": plan.seeds,
             "configurations": [{"label": label, "options": o} for label, o, _ in plan.configs],
             "runs_finished": len(records), "runs_planned": len(plan.runs)}
-    _atomic_write(plan.directory / "suite.json", json.dumps(meta, indent=2) + "\n")
+    try:
+        plan.directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write(files[0], markdown)
+        _atomic_write(files[1], results_csv)
+        _atomic_write(files[2], runs_csv)
+        if rows:
+            plot(plan, rows, records, files[3])
+        else:
+            files.pop()
+        _atomic_write(plan.directory / "suite.json", json.dumps(meta, indent=2) + "\n")
+    except OSError as e:
+        # The runs themselves are safe in their own folders; only the table could not be saved.
+        raise TinyMnistError(f"{plan.directory}: cannot write the results ({e.strerror or e}); the finished runs "
+                             "are kept") from None
     return Outputs(markdown, rows, records, files)
 
 
@@ -719,7 +817,7 @@ def describe_plan(plan: Plan) -> str:
              f"(suite default {SUITE_EPOCHS}) in {plan.directory}"]
     for label, overrides, config in plan.configs:
         runs = [r for r in plan.runs if r.label == label]
-        states = {s: sum(r.state == s for r in runs) for s in ("finished", "partial", "stale", "new")}
+        states = {s: sum(r.state == s for r in runs) for s in ("finished", "unreported", "partial", "stale", "new")}
         state = ", ".join(f"{n} {s}" for s, n in states.items() if n)
         opts = ", ".join(f"{k}={_value_text(v)}" for k, v in overrides.items()) or "base"
         lines.append(f"  {label:<20} {opts:<40} {config.model:<9} {runs[0].params:>7,} params  [{state}]")

@@ -116,6 +116,13 @@ def default_base() -> TrainConfig:
     return TrainConfig(epochs=TUNE_EPOCHS, val_split=TUNE_VAL_SPLIT)
 
 
+def check_study_name(name: str) -> None:
+    """The study name is also a folder, RUNS_ROOT/tune/STUDY, so it follows the rule for run names (--name):
+    one plain folder name, never a path that leads out of RUNS_ROOT/tune. The rule lives in TrainConfig.validate;
+    a default config is valid in everything else, so any refusal is about the name."""
+    TrainConfig(name=name).validate(lambda option: "--study")
+
+
 def open_study(storage_url: str, study_name: str, flags: dict[str, Any]) -> tuple[Any, TrainConfig]:
     """Create or join a study; returns it and the base config of its trials.
 
@@ -125,6 +132,7 @@ def open_study(storage_url: str, study_name: str, flags: dict[str, Any]) -> tupl
     """
     import optuna
 
+    check_study_name(study_name)
     searched = sorted(set(flags) & set(SEARCHED))
     if searched:
         raise TinyMnistError(", ".join("--" + k.replace("_", "-") for k in searched)
@@ -221,28 +229,46 @@ def make_objective(base: TrainConfig, runs_dir: Path, data=None, on_trial: Trial
 
 def run_trials(study, base: TrainConfig, n_trials: int, runs_dir: Path, on_trial: TrialCallback | None = None
                ) -> None:
-    """Add n_trials trials to the study (other workers may be adding theirs at the same time)."""
+    """Add n_trials trials to the study (other workers may be adding theirs at the same time).
+
+    on_trial(number, state, info) for each trial: "complete" and "pruned" (from the objective), "failed" (info:
+    error) and "interrupted" (Ctrl-C; the KeyboardInterrupt is then re-raised).
+
+    Optuna's ask-and-tell loop rather than study.optimize(): optimize() logs every failed trial, a Ctrl-C
+    included, as a warning with a full traceback, where the CLI wants one line of its own.
+    """
     import optuna
 
     from .train import prepare_data
 
     data = prepare_data(base)  # one load shared by every trial of this worker
-
-    def failed(study, frozen) -> None:
-        if frozen.state == optuna.trial.TrialState.FAIL and on_trial:
-            on_trial(frozen.number, "failed", {"error": frozen.user_attrs.get("error", "")})
-
     objective = make_objective(base, runs_dir, data, on_trial)
-
-    def guarded(trial):
+    state = optuna.trial.TrialState
+    for _ in range(n_trials):
+        trial = study.ask()
         try:
-            return objective(trial)
+            value = objective(trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=state.PRUNED)
         except TinyMnistError as e:  # e.g. a diverged run: this trial fails, the search goes on
             trial.set_user_attr("error", str(e))
+            study.tell(trial, state=state.FAIL)
+            if on_trial:
+                on_trial(trial.number, "failed", {"error": str(e)})
+        except BaseException as e:
+            # Optuna can neither delete a trial nor mark it "stopped by the user", and one left RUNNING would look
+            # in progress forever. FAIL is its state for "ended without a value" (the sampler and the pruner skip
+            # it); the "interrupted" attribute says it was no failure of the options (count_states shows it so).
+            # Anything else here is a bug: the trial is closed as failed too, and the error goes on up.
+            interrupted = isinstance(e, KeyboardInterrupt)
+            if interrupted:
+                trial.set_user_attr("interrupted", True)
+            study.tell(trial, state=state.FAIL)
+            if interrupted and on_trial:
+                on_trial(trial.number, "interrupted", {})
             raise
-
-    study.optimize(guarded, n_trials=n_trials, catch=(TinyMnistError,), callbacks=[failed],
-                   gc_after_trial=False, show_progress_bar=False)
+        else:
+            study.tell(trial, value)
 
 
 def best_trial(study):
@@ -262,14 +288,14 @@ def retrain_best(study, base: TrainConfig, runs_dir: Path, on_epoch=None) -> Tun
     best = best_trial(study)
     params = {k: v for k, v in best.params.items() if k in SEARCHED}
     seed = base.seed + 1
-    name = f"best-trial-{best.number:04d}-s{seed}"
-    config = base.replace(**params, seed=seed, runs_root=str(runs_dir), name=name)
-    run_dir = runs_dir / name
-    if (run_dir / rundir.SUMMARY).is_file():
+    run_dir = retrain_directory(study, base, runs_dir)
+    config = base.replace(**params, seed=seed, runs_root=str(runs_dir), name=run_dir.name)
+    state = retrain_state(run_dir)
+    if state == "done":
         summary = rundir.read_summary(run_dir)  # already retrained (e.g. by another worker): reuse it
         val, test = summary["final_val_acc"], summary["final_test_acc"]
     else:
-        resume = (run_dir / rundir.CHECKPOINT).is_file()
+        resume = state == "partial"
         if not resume and run_dir.exists():
             for f in (rundir.METRICS, rundir.CONFIG):
                 (run_dir / f).unlink(missing_ok=True)
@@ -278,15 +304,34 @@ def retrain_best(study, base: TrainConfig, runs_dir: Path, on_epoch=None) -> Tun
     return TuneResult(study.study_name, len(study.trials), best.number, best.value, params, run_dir, val, test, seed)
 
 
+def retrain_directory(study, base: TrainConfig, runs_dir: Path) -> Path:
+    """Where retrain_best trains the best trial's options."""
+    return runs_dir / f"best-trial-{best_trial(study).number:04d}-s{base.seed + 1}"
+
+
+def retrain_state(run_dir: Path) -> str:
+    """done (retrained and reported: retrain_best only reads it back), partial (has a checkpoint: retrain_best
+    resumes it, which also writes a report missing because the run was stopped while drawing it) or new."""
+    from . import rundir
+    from .report import REPORT
+
+    # train() writes report.md last: a summary without it is a run stopped while drawing its figures.
+    if (run_dir / rundir.SUMMARY).is_file() and (run_dir / REPORT).is_file():
+        return "done"
+    return "partial" if (run_dir / rundir.CHECKPOINT).is_file() else "new"
+
+
 def summary_of(study) -> TuneResult:
     best = best_trial(study)
     return TuneResult(study.study_name, len(study.trials), best.number, best.value, dict(best.params))
 
 
 def count_states(study) -> dict[str, int]:
+    """Trials by state; a trial stopped by Ctrl-C (stored as FAIL, see run_trials) counts as interrupted."""
     counts: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
-        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+        state = "interrupted" if t.user_attrs.get("interrupted") else t.state.name.lower()
+        counts[state] = counts.get(state, 0) + 1
     return counts
 
 
