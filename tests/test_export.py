@@ -105,6 +105,10 @@ def test_torchscript_round_trip(quick_run, tmp_path, test_images, capsys):
     labels = predictor.probabilities(test_images[0][:50]).argmax(1)
     with torch.no_grad():
         assert torch.equal(labels, model(x).argmax(1))
+    # Exporting again to the same place replaces the earlier export: that is no one's lost work.
+    assert export_module.is_export(out, "torchscript") and not export_module.is_export(out, "onnx")
+    assert main(["export", str(quick_run), "--format", "torchscript", "--out", str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
 
 
 def test_failed_parity_writes_nothing(quick_run, tmp_path, monkeypatch):
@@ -132,7 +136,69 @@ def test_export_never_overwrites_run_files(quick_run, capsys):
     assert (quick_run / "model.pt").read_bytes() == before
 
 
+def test_export_never_writes_into_another_run(quick_run, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(quick_run, other)
+    before = sorted(p.name for p in other.iterdir())
+    msg = one_line_error(capsys, ["export", str(quick_run), "--out", f"{other}/"])
+    assert f"{other} is another run's directory" in msg
+    assert sorted(p.name for p in other.iterdir()) == before
+
+
 def test_unknown_format_is_refused(quick_run, capsys):
     with pytest.raises(SystemExit) as e:
         main(["export", str(quick_run), "--format", "tflite"])
     assert e.value.code == 2 and "invalid choice: 'tflite'" in capsys.readouterr().err
+
+
+def one_line_error(capsys, argv: list[str]) -> str:
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert captured.out == "" and len(lines) == 1 and lines[0].startswith("tinymnist: error: "), captured.err
+    return lines[0]
+
+
+def test_out_folder_and_missing_folder(quick_run, tmp_path, capsys):
+    # An existing folder, or a path ending in a slash, means "the default name in that folder".
+    assert export_module._out_path(quick_run, "onnx", tmp_path) == tmp_path / "model.onnx"
+    assert export_module._out_path(quick_run, "torchscript", f"{tmp_path}/") == tmp_path / "model.torchscript.pt"
+    # A folder that does not exist is refused, not created, and never written as a file of that name.
+    new = tmp_path / "new"
+    msg = one_line_error(capsys, ["export", str(quick_run), "--out", f"{new}/"])
+    assert f"folder {new} does not exist" in msg
+    msg = one_line_error(capsys, ["export", str(quick_run), "--out", str(new / "deeper" / "m.onnx")])
+    assert f"folder {new / 'deeper'} does not exist" in msg
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt,name,message", [
+    ("torchscript", "ts.onnx", "a TorchScript file must end in .pt, .pth, .ts or .torchscript (.onnx is for --format "
+                               "onnx)"),
+    ("torchscript", "ts.md", "a TorchScript file must end in"),
+    ("onnx", "model.pt", "an ONNX file must end in .onnx"),
+    ("onnx", "precious.md", "an ONNX file must end in .onnx"),
+])
+def test_suffix_must_match_the_format(quick_run, tmp_path, capsys, fmt, name, message):
+    """predict picks ONNX by the .onnx suffix: a file named for the other format would not load there."""
+    (tmp_path / "precious.md").write_text("# my notes\n")
+    msg = one_line_error(capsys, ["export", str(quick_run), "--format", fmt, "--out", str(tmp_path / name)])
+    assert message in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious.md"]
+    assert (tmp_path / "precious.md").read_text() == "# my notes\n"
+
+
+def test_other_files_are_never_overwritten(quick_run, onnx_file, tmp_path, capsys):
+    foreign_onnx = tmp_path / "theirs.onnx"
+    foreign_onnx.write_bytes(b"\x08\x01not tinymnist's")
+    weights = tmp_path / "weights.pt"
+    torch.save({"w": torch.zeros(3)}, weights)
+    before = {p: p.read_bytes() for p in (foreign_onnx, weights)}
+    msg = one_line_error(capsys, ["export", str(quick_run), "--out", str(foreign_onnx)])
+    assert "exists and is not a previous onnx export of tinymnist; not overwritten" in msg
+    msg = one_line_error(capsys, ["export", str(quick_run), "--format", "torchscript", "--out", str(weights)])
+    assert "is not a previous torchscript export" in msg
+    assert {p: p.read_bytes() for p in before} == before and len(list(tmp_path.iterdir())) == 2
+    # An earlier ONNX export is recognised by its metadata (and may be replaced by the next one).
+    assert export_module.is_export(onnx_file, "onnx") and not export_module.is_export(onnx_file, "torchscript")
+    assert not export_module.is_export(foreign_onnx, "onnx")

@@ -4,6 +4,7 @@ test: a person's renderings of test digits are read as well as the digits themse
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from PIL import Image
 from tinymnist.cli import main
 from tinymnist.data import CLASS_NAMES, normalize, read_split
 from tinymnist.errors import TinyMnistError
-from tinymnist.predict import from_run_dir, load_predictor, predict_files
+from tinymnist.predict import _first_line, from_run_dir, load_predictor, predict_files
 from tinymnist.rundir import load_model
 
 
@@ -115,14 +116,38 @@ def test_run_without_weights_is_a_one_line_error(quick_run, tmp_path, photos):
                                              "final weights; did it finish?)"]
 
 
-@pytest.mark.parametrize("model,message", [("nowhere", "no such run directory or model file"),
-                                           ("notes.txt", "not a run directory, ONNX or TorchScript model"),
-                                           ("fake.onnx", "cannot load ONNX model")])
+@pytest.mark.parametrize("model,message", [
+    ("nowhere", "no such run directory or model file"),
+    ("notes.txt", "not a run directory, an ONNX file (.onnx) or a TorchScript file"),
+    ("README.md", "not a run directory, an ONNX file (.onnx) or a TorchScript file"),
+    ("weights.pt", "a file saved with torch.save (weights or a checkpoint), not a model"),
+    ("fake.onnx", "cannot load ONNX model"),
+])
 def test_bad_model_argument(tmp_path, model, message):
     (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "README.md").write_text("# tinymnist\n\nnot a model\n")
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "weights.pt")
     (tmp_path / "fake.onnx").write_bytes(b"\x08\x01garbage")
-    with pytest.raises(TinyMnistError, match=message):
+    with pytest.raises(TinyMnistError, match=re.escape(message)) as e:
         load_predictor(tmp_path / model)
+    # torch's reader explains corruption at length; none of that reaches the user.
+    assert "PytorchStreamReader" not in str(e.value) and len(str(e.value).replace(str(tmp_path), "")) < 200
+
+
+def test_checkpoint_points_at_its_run(quick_run, photos, capsys):
+    assert main(["predict", str(quick_run / "checkpoint.pt"), str(photos[1][0])]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"tinymnist: error: {quick_run / 'checkpoint.pt'}: a run's training checkpoint, not a model; "
+                   f"give the run directory {quick_run} instead"]
+
+
+def test_long_library_errors_are_cut_at_the_first_sentence():
+    long = ("PytorchStreamReader failed reading zip archive: not a ZIP archive. This is an internal miniz error. If "
+            "you are seeing this error, there is a high likelihood that your checkpoint file is corrupted. This can "
+            "happen if the checkpoint was not saved properly, or the file was modified after saving.")
+    assert _first_line(RuntimeError(long)) == "PytorchStreamReader failed reading zip archive: not a ZIP archive"
+    assert len(_first_line(RuntimeError("x" * 500))) == 200
+    assert _first_line(RuntimeError("short. message\nsecond line")) == "short. message"
 
 
 def hand_made_onnx(path, batch, channels=1) -> np.ndarray:

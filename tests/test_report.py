@@ -5,8 +5,6 @@ import csv
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -198,12 +196,17 @@ def test_weights_with_wrong_shapes(runs, tmp_path, capsys):
     assert "weights do not match model 'tiny20k'" in one_line_error(capsys, ["evaluate", str(d)])
 
 
-def test_report_with_no_runs_is_one_line():
-    r = subprocess.run([sys.executable, "-m", "tinymnist", "report"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert r.stderr.strip() == ("tinymnist: error: report: no run directories given "
-                                "(usage: tinymnist report RUN_DIR [RUN_DIR ...])")
-    with pytest.raises(TinyMnistError, match="no run directories"):
+def test_report_needs_a_run_and_says_so(capsys):
+    # The usage line tells the truth: at least one RUN_DIR.
+    with pytest.raises(SystemExit) as e:
+        main(["report", "--help"])
+    assert e.value.code == 0 and "report [-h] [--out PNG] RUN_DIR [RUN_DIR ...]" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["report"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "tinymnist: error: the following arguments are required: RUN_DIR"
+    with pytest.raises(TinyMnistError, match="no run directories"):  # the library says it in one line too
         report.compare_runs([])
 
 
@@ -224,3 +227,20 @@ def test_lr_by_step_replays_the_schedule(schedule):
         assert ys[xs.index(0.5)] == pytest.approx(0.05) and ys[xs.index(1.5)] == pytest.approx(0.005)
     else:
         assert set(ys) == {0.05}
+
+
+def test_report_never_overwrites_a_runs_files(runs, tmp_path, capsys):
+    a = copy_run(runs[0], tmp_path, "a")
+    b = str(runs[1].run_dir)
+    (a / "notes.png").write_bytes((a / "curves.png").read_bytes())  # the user's own picture, kept in the run
+    before = {p.name: p.read_bytes() for p in a.iterdir()}
+    for name in ("curves.png", "confusion.png", "misclassified.png", "notes.png"):
+        msg = one_line_error(capsys, ["report", str(a), b, "--out", str(a / name)])
+        assert f"a file of run directory {a}, not a comparison figure" in msg
+    assert {p.name: p.read_bytes() for p in a.iterdir()} == before
+    # A new name is fine, and so is replacing that comparison figure with the next one.
+    out = a / "cmp.png"
+    assert main(["report", str(a), b, "--out", str(out)]) == 0
+    assert report.is_comparison_figure(out) and not report.is_comparison_figure(a / "curves.png")
+    assert main(["report", str(a), b, "--out", str(out)]) == 0
+    assert {p.name: p.read_bytes() for p in a.iterdir() if p.name != "cmp.png"} == before

@@ -334,6 +334,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     plan = ex.plan_suite(suite, flags, args.seeds, first_seed)
     pending = plan.pending
     jobs, threads = ex.default_parallelism(args.jobs, threads, len(pending))
+    if not args.dry_run:
+        ex.prepare_directory(plan)  # a --runs-root we cannot write to is refused before anything is printed or run
     print(ex.describe_plan(plan))
     if args.dry_run:
         return 0
@@ -343,6 +345,13 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     else:
         print("all runs finished already: rebuilding the table from their run directories")
     done = [0]
+    # Epoch lines are indented under the "[  n/N]" counter of the done lines, so each run's name lines up.
+    indent = " " * len(f"[{0:>3}/{len(pending)}]")
+
+    def on_epoch(run, progress) -> None:
+        val = f"  val {ex.fmt_acc(progress['val_acc'])}" if progress["val_acc"] is not None else ""
+        print(f"{indent} {run.config.name:<24} epoch {progress['epoch']:>3}/{run.config.epochs}  "
+              f"test {ex.fmt_acc(progress['test_acc'])}{val}", flush=True)
 
     def on_done(run, report) -> None:
         done[0] += 1
@@ -351,10 +360,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             what = f"final test acc {ex.fmt_acc(report['final_test_acc'])}{val}  {_duration(report['wall_seconds'])}"
         else:
             what = f"FAILED: {report['error']}"
-        print(f"[{done[0]:>3}/{len(pending)}] {run.label + '-s' + str(run.seed):<24} {what}", flush=True)
+        print(f"[{done[0]:>3}/{len(pending)}] {run.config.name:<24} {what}", flush=True)
 
     try:
-        reports = ex.run_plan(plan, jobs, threads, on_done)
+        reports = ex.run_plan(plan, jobs, threads, on_done, on_epoch)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished runs are kept and stopped ones resume from their last epoch; "
               f"run the same command again to continue ({plan.directory})", file=sys.stderr)
@@ -378,7 +387,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise TinyMnistError(f"--trials: must not be negative, got {args.trials}")
     flags = train_flags(args)
     model = flags.get("model", tune.default_base().model)
-    study_name = args.study or f"tinymnist-{model}"
+    # An empty --study is refused by open_study (like an empty --name), not replaced by the default.
+    study_name = args.study if args.study is not None else f"tinymnist-{model}"
     runs_root = flags.get("runs_root", tune.default_base().runs_root)
     storage = args.storage or tune.default_storage(runs_root)
     tune.quiet_optuna()
@@ -395,6 +405,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
         def on_trial(number: int, state: str, info: dict) -> None:
             if state == "failed":
                 print(f"trial {number:>4}  failed: {info['error']}", flush=True)
+                return
+            if state == "interrupted":
+                print(f"trial {number:>4}  interrupted (kept in the study as failed, marked interrupted; the search "
+                      "ignores it)", flush=True)
                 return
             shown = "  ".join(f"{k}={info[k]:.3g}" for k in tune.SEARCHED)
             where = f" at epoch {info['epoch']}" if state == "pruned" else ""
@@ -418,7 +432,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print("not retrained (--no-retrain); evaluate the winner with: tinymnist tune --trials 0 "
               f"--study {study_name}" + (f" --storage {tune._safe_url(storage)}" if args.storage else ""))
         return 0
-    print(f"retraining the best options once more (seed {base.seed + 1}, same validation split)...", flush=True)
+    state = tune.retrain_state(tune.retrain_directory(study, base, runs_dir))
+    if state == "done":
+        print("the best options were retrained already: reporting that run", flush=True)
+    else:
+        what = "resuming the stopped retraining of the best options" if state == "partial" else \
+            "retraining the best options once more"
+        print(f"{what} (seed {base.seed + 1}, same validation split)...", flush=True)
     final = tune.retrain_best(study, base, runs_dir, Progress(base.epochs).epoch)
     print(f"retrained run      final val acc {100 * final.final_val_acc:.2f}%, "
           f"final test acc {100 * final.final_test_acc:.2f}%  (the reported figure: test set used once, "
@@ -519,14 +539,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="compare runs: overlaid curves in one figure and a table",
                        description="Overlay several runs' loss/accuracy/learning-rate curves in one PNG and print "
                                    "a table of their final numbers, with a column for each option that differs.")
-    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run directories to compare")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories to compare (at least one)")
     p.add_argument("--out", metavar="PNG", help="where to save the figure (default: comparison.png next to the "
-                                                "first run directory)")
+                                                "first run directory); never a run's own file, but a previous "
+                                                "comparison figure is replaced")
     p.set_defaults(handler=cmd_report)
 
     # --- experiment / tune commands ---
     from .experiment import DEFAULT_SEEDS, SUITE_EPOCHS, SUITES
-    from .tune import DEFAULT_TRIALS, TUNE_EPOCHS, TUNE_VAL_SPLIT
+    from .tune import DEFAULT_TRIALS, SEARCHED, TUNE_EPOCHS, TUNE_VAL_SPLIT
 
     p = sub.add_parser(
         "experiment", help="run a suite of configurations x seeds in parallel: table (md, csv) + plot",
@@ -556,16 +577,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
                    help=f"trials this process adds to the study (default: {DEFAULT_TRIALS}; 0: only retrain the "
-                        "best so far)")
+                        "best so far, or report it if that was done)")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///RUNS_ROOT/tune.db); e.g. "
                                      "postgresql://user:password@host:5432/db to share a study between machines")
-    p.add_argument("--study", help="study name (default: tinymnist-MODEL)")
+    p.add_argument("--study", help="study name, also the folder of its runs in RUNS_ROOT/tune; a plain folder name "
+                                   "(default: tinymnist-MODEL)")
     p.add_argument("--no-retrain", action="store_true",
                    help="stop after the trials (for extra workers; one process retrains the best at the end)")
     add_train_options(p)
     p.set_defaults(handler=cmd_tune)
-    # tune defaults: fewer epochs per trial and a validation split (it needs one).
-    p.epilog = f"trial defaults: --epochs {TUNE_EPOCHS} --val-split {TUNE_VAL_SPLIT}"
+    # The training options are train's; make their help true for tune. The searched options (and --augment,
+    # which sets two of them, and --name) are left out of the help; given anyway, open_study refuses them in one
+    # line that says why, which beats argparse's bare "unrecognized arguments". argparse has no public way to
+    # edit an added option, hence _actions.
+    searched = {*SEARCHED, "augment", "name"}
+    for action in p._actions:
+        if action.dest in searched:
+            action.help = argparse.SUPPRESS
+        elif action.dest == "epochs":
+            action.help = f"passes over the training set in each trial and the final retraining " \
+                          f"(default: {TUNE_EPOCHS})"
+        elif action.dest == "val_split":
+            action.help = f"training images held out to score the trials on (default: {TUNE_VAL_SPLIT}; must be > 0)"
+    p.epilog = "searched by tune, so not options here: " + ", ".join("--" + k.replace("_", "-") for k in SEARCHED) \
+        + " (and --augment); runs are named by tune (no --name)"
 
     # --- predict / export commands ---
     p = sub.add_parser(
@@ -592,7 +627,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
     p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"], help="file format (default: onnx)")
     p.add_argument("--out", metavar="PATH",
-                   help="output file or folder (default: RUN_DIR/model.onnx or RUN_DIR/model.torchscript.pt)")
+                   help="output file (.onnx for onnx; .pt, .pth, .ts or .torchscript for torchscript), or an "
+                        "existing folder or one ending in '/' for the default name in it (default: "
+                        "RUN_DIR/model.onnx or RUN_DIR/model.torchscript.pt). An existing file is replaced only if "
+                        "it is an earlier tinymnist export of the same format.")
     p.set_defaults(handler=cmd_export)
 
     return parser

@@ -8,7 +8,9 @@ written. TorchScript is traced (`torch.jit.trace`) and loaded back for the same 
 upstream too, but still the simplest way to run a model from C++ / LibTorch without Python.
 
 Either file carries what `predict` needs to use it correctly: the dataset, the normalisation (mean/std) and the
-class names (ONNX: `metadata_props`; TorchScript: an extra file `tinymnist.json` inside the archive).
+class names (ONNX: `metadata_props`; TorchScript: an extra file `tinymnist.json` inside the archive). That
+metadata also marks the file as an export: an existing file at the destination is replaced only if it is a
+previous export of the same format, never a run's own file or anything else.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import time
 import warnings
 from contextlib import contextmanager
@@ -29,7 +32,7 @@ from . import __version__
 from .config import TrainConfig
 from .data import CLASS_NAMES, NORMALIZATION, locate, normalize, read_split
 from .errors import TinyMnistError
-from .predict import META_PREFIX, TORCHSCRIPT_META
+from .predict import META_PREFIX, ONNX_SUFFIX, TORCHSCRIPT_META, TORCHSCRIPT_SUFFIXES, archive_names
 
 FORMATS = ("onnx", "torchscript")
 DEFAULT_NAMES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
@@ -81,18 +84,50 @@ def check_images(config: TrainConfig, n: int = CHECK_IMAGES) -> tuple[torch.Tens
         return torch.randn(n, 1, 28, 28, generator=g), f"{n} random inputs ({config.dataset} not found)"
 
 
+def is_export(path: Path, fmt: str) -> bool:
+    """Whether `path` is a file tinymnist exported as `fmt` (so replacing it loses nothing that cannot be redone)."""
+    if fmt == "torchscript":
+        return any(n.endswith("/extra/" + TORCHSCRIPT_META) for n in archive_names(path) or [])
+    try:
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - anything that does not parse as ONNX is not our export
+        return False
+    return any(p.key.startswith(META_PREFIX) for p in proto.metadata_props)
+
+
 def _out_path(run_dir: Path, fmt: str, out: str | Path | None) -> Path:
+    """Where the export goes, refused (one line) before any work when it could not be used or would destroy
+    something: a missing folder, a suffix `predict` would read as the other format, a run's own file, or an
+    existing file that is not a previous export of the same format."""
     from .rundir import CHECKPOINT, CONFIG, METRICS, SUMMARY, WEIGHTS
 
     path = Path(out) if out else run_dir / DEFAULT_NAMES[fmt]
-    if path.is_dir():
+    # A folder (existing, or written with a trailing slash) gets the default file name inside it.
+    if out and (path.is_dir() or str(out).endswith(("/", os.sep))):
         path = path / DEFAULT_NAMES[fmt]
+    where = f"--out {path}" if out else str(path)
+    if not path.parent.is_dir():
+        why = "is not a folder" if path.parent.exists() else "does not exist"
+        raise TinyMnistError(f"{where}: folder {path.parent} {why}")
     if path.name in (CONFIG, METRICS, CHECKPOINT, WEIGHTS, SUMMARY) and (path.parent / CONFIG).is_file():
-        raise TinyMnistError(f"--out {path}: that is a run directory's own file; choose another name")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise TinyMnistError(f"--out {path}: cannot create its folder ({e.strerror})") from None
+        raise TinyMnistError(f"{where}: that is a run directory's own file; choose another name")
+    # Another run's folder: its model.onnx would then hold this run's model under that run's name.
+    if (path.parent / CONFIG).is_file() and path.parent.resolve() != run_dir.resolve():
+        raise TinyMnistError(f"{where}: {path.parent} is another run's directory; choose a folder outside it")
+    suffix = path.suffix.lower()
+    if fmt == "onnx" and suffix != ONNX_SUFFIX:
+        raise TinyMnistError(f"{where}: an ONNX file must end in {ONNX_SUFFIX} (predict recognises it by that)")
+    if fmt == "torchscript" and suffix not in TORCHSCRIPT_SUFFIXES:
+        hint = f" ({ONNX_SUFFIX} is for --format onnx)" if suffix == ONNX_SUFFIX else ""
+        raise TinyMnistError(f"{where}: a TorchScript file must end in {', '.join(TORCHSCRIPT_SUFFIXES[:-1])} or "
+                             f"{TORCHSCRIPT_SUFFIXES[-1]}{hint}")
+    if path.exists() and not path.is_file():
+        raise TinyMnistError(f"{where}: exists and is not a file")
+    if path.exists() and not is_export(path, fmt):
+        raise TinyMnistError(f"{where}: exists and is not a previous {fmt} export of tinymnist; not overwritten "
+                             "(move it away or choose another --out)")
     return path
 
 
@@ -196,7 +231,9 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
     with torch.inference_mode():
         reference = model(x)
 
-    tmp = path.with_name(path.name + ".tmp")
+    # A name of our own next to the destination (so the final rename is atomic), never someone's file that
+    # happens to be called *.tmp; created by the writer itself, so the export gets the usual permissions.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
         if fmt == "onnx":
             _write_onnx(model, meta, tmp)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,10 @@ from .preprocess import FIELD, IMAGE_SUFFIXES, load_digit
 # Keys of the metadata an exported model carries (ONNX metadata_props / a TorchScript extra file).
 META_PREFIX = "tinymnist."
 TORCHSCRIPT_META = "tinymnist.json"
+# `load_predictor` takes a file ending in .onnx for ONNX and reads any other file's content to tell a TorchScript
+# archive; `export` writes only these suffixes, so each file it writes is recognised for what it is.
+ONNX_SUFFIX = ".onnx"
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript")
 
 
 # ------------------------------------------------------------------------------------------------ predictors
@@ -140,9 +145,7 @@ def from_torchscript(path: str | Path) -> Predictor:
             warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated upstream, still works
             module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except Exception as e:  # noqa: BLE001
-        raise TinyMnistError(
-            f"{path}: not a run directory, ONNX or TorchScript model ({_first_line(e)})"
-        ) from None
+        raise TinyMnistError(f"{path}: cannot load TorchScript model ({_first_line(e)})") from None
     module.eval()
     try:
         meta = json.loads(extra[TORCHSCRIPT_META] or "{}")
@@ -160,6 +163,35 @@ def from_torchscript(path: str | Path) -> Predictor:
     return _from_meta(meta, path, "torchscript", run, n_classes)
 
 
+def archive_names(path: Path) -> list[str] | None:
+    """The member names of a zip archive (TorchScript and torch.save files are zips), None for any other file."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+
+
+def is_torchscript(names: list[str] | None) -> bool:
+    # A TorchScript archive holds its code and constants; a torch.save archive (weights, a checkpoint) does not.
+    return names is not None and any(n.endswith("/constants.pkl") for n in names) \
+        and any("/code/" in n for n in names)
+
+
+def _not_a_model(path: Path) -> TinyMnistError:
+    """Why `path` is no model predict can use, in one line (torch's own message is a paragraph about corruption)."""
+    from .rundir import CHECKPOINT, CONFIG
+
+    names = archive_names(path)
+    if path.name == CHECKPOINT and (path.parent / CONFIG).is_file():
+        return TinyMnistError(f"{path}: a run's training checkpoint, not a model; give the run directory "
+                              f"{path.parent} instead")
+    if names is not None and any(n.endswith("/data.pkl") for n in names):
+        return TinyMnistError(f"{path}: a file saved with torch.save (weights or a checkpoint), not a model; give "
+                              "its run directory, an ONNX file or a TorchScript file")
+    return TinyMnistError(f"{path}: not a run directory, an ONNX file ({ONNX_SUFFIX}) or a TorchScript file")
+
+
 def load_predictor(model: str | Path, threads: int = 0) -> Predictor:
     """A run directory (or its model.pt), an .onnx file, or a TorchScript file -> Predictor."""
     path = Path(model)
@@ -167,16 +199,30 @@ def load_predictor(model: str | Path, threads: int = 0) -> Predictor:
         return from_run_dir(path)
     if not path.exists():
         raise TinyMnistError(f"{path}: no such run directory or model file")
-    if path.suffix.lower() == ".onnx":
+    if path.suffix.lower() == ONNX_SUFFIX:
         return from_onnx(path, threads)
     if path.name == "model.pt" and (path.parent / "config.json").is_file():
         return from_run_dir(path.parent)  # the weights file of a run: use the run it belongs to
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as e:
+        raise TinyMnistError(f"{path}: cannot read ({e.strerror})") from None
+    if not is_torchscript(archive_names(path)):
+        raise _not_a_model(path)
     return from_torchscript(path)
 
 
 def _first_line(e: Exception) -> str:
+    """The gist of an exception: its first line, cut at the first sentence when long (torch's messages go on
+    about possible causes), and never more than 200 characters."""
     text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__
+    if not text:
+        return type(e).__name__
+    line = text.splitlines()[0]
+    if len(line) > 200 and ". " in line:
+        line = line[:line.index(". ")]
+    return line if len(line) <= 200 else line[:199] + "…"
 
 
 # ------------------------------------------------------------------------------------------------ prediction

@@ -37,6 +37,9 @@ from .evaluate import RunEvaluation, evaluate_run, top_confusions
 
 CURVES, CONFUSION, MISCLASSIFIED, MISCLASSIFIED_CSV, REPORT = (
     "curves.png", "confusion.png", "misclassified.png", "misclassified.csv", "report.md")
+# A PNG text chunk that marks a comparison figure, so a later `report --out` may replace it (and nothing else)
+# inside a run directory.
+COMPARISON_MARK = {"tinymnist": "comparison"}
 DPI = 100
 # Matplotlib's default cycle, spelled out so that overlaid runs keep the same colours in every panel.
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -69,12 +72,12 @@ def _marker(n_points: int, default: str | None) -> str | None:
     return "o" if n_points == 1 else default
 
 
-def _save(fig: Figure, path: Path, option: str = "") -> Path:
+def _save(fig: Figure, path: Path, option: str = "", metadata: dict[str, str] | None = None) -> Path:
     """Write to a temporary name and rename, like every other file in the run directory. A folder we cannot
-    write to is a one-line error naming the path (and the option that gave it)."""
+    write to is a one-line error naming the path (and the option that gave it). `metadata`: PNG text chunks."""
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     try:
-        fig.savefig(tmp, dpi=DPI, facecolor="white")
+        fig.savefig(tmp, dpi=DPI, facecolor="white", metadata=metadata)
         tmp.replace(path)
     except OSError as e:
         with contextlib.suppress(OSError):
@@ -551,7 +554,19 @@ def plot_comparison(runs: list[RunInfo], path: str | Path, title: str = "", opti
     fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(runs)), fontsize=9)
     differ = f": {', '.join(diff)} differ" + ("s" if len(diff) == 1 else "") if diff else ""
     fig.suptitle(title or f"Comparison of {len(runs)} runs{differ}", fontsize=13)
-    return _save(fig, Path(path), option)
+    return _save(fig, Path(path), option, COMPARISON_MARK)
+
+
+def is_comparison_figure(path: Path) -> bool:
+    """Whether `path` is a figure written by `plot_comparison` (it carries COMPARISON_MARK)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            text = dict(getattr(im, "text", {}) or {})
+    except Exception:  # noqa: BLE001 - not an image Pillow can read: not ours
+        return False
+    return all(text.get(k) == v for k, v in COMPARISON_MARK.items())
 
 
 def compare_runs(run_dirs: list[str | Path], out: str | Path | None = None) -> tuple[str, Path]:
@@ -565,6 +580,13 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path | None = None) -> t
     if not out.parent.is_dir():
         why = "is not a folder" if out.parent.exists() else "does not exist"
         raise TinyMnistError(f"--out {out}: folder {out.parent} {why}")
+    # Inside a run directory, a run's own figures (written or still to be written) and any other file there
+    # stay untouched; only a previous comparison figure may be replaced.
+    if (out.parent / rundir.CONFIG).is_file() and (
+            out.name in (CURVES, CONFUSION, MISCLASSIFIED) or (out.exists() and not is_comparison_figure(out))):
+        where = f"--out {out}" if given else str(out)
+        raise TinyMnistError(f"{where}: a file of run directory {out.parent}, not a comparison figure; "
+                             "choose another name")
     header, rows = comparison_rows(runs)
     # The default location is no option of the user's: name --out in a write error only when it was given.
     return format_table(header, rows), plot_comparison(runs, out, option="--out" if given else "")
