@@ -565,6 +565,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="show the plan and the state of each run; train nothing")
     add_train_options(p)
     p.set_defaults(handler=cmd_experiment)
+    # Two training options mean something else here: runs are named by the runner (LABEL-sSEED), and --seed is
+    # the first of the --seeds seeds. (argparse has no public way to edit an added option, hence _actions.)
+    for action in p._actions:
+        if action.dest == "name":
+            action.help = argparse.SUPPRESS
+        elif action.dest == "seed":
+            action.help = "first seed; the runs use --seed .. --seed+N-1 for --seeds N (default: 0)"
 
     p = sub.add_parser(
         "tune", help="search hyper-parameters with Optuna on a validation split; retrain the best and test it",
