@@ -43,6 +43,8 @@ def test_summary_of_seed(capsys):
         (["--lr", "-1"], "--lr: must be a positive number"),
         (["--lr", "inf"], "--lr: must be a positive number"),
         (["--name", " "], "--name: must be a plain folder name"),
+        (["--seed", "99999999999999999999"], "--seed: must be between 0 and 2**63 - 1"),
+        (["--runs-root", ""], "--runs-root: must not be empty"),
         (["--config", "/nonexistent.toml"], "/nonexistent.toml: config file not found"),
         (["--data-dir", "/nonexistent-tinymnist"], "--data-dir /nonexistent-tinymnist: no such folder"),
         (["--data-dir", "/"], "--data-dir /: no mnist IDX files there"),
@@ -142,3 +144,17 @@ def test_data_check_on_corrupt_dir(tmp_path):
     (d / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b garbage")
     r = run_cli("data", "check", "--data-dir", str(d))
     assert r.returncode == 1 and "t10k-labels-idx1-ubyte.gz" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_config_file_may_name_an_augmentation_preset(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('augment = "strong"\nepochs = 1\ntrain_subset = 300\ntest_subset = 200\n')
+    r = run_cli("train", "--config", str(cfg), "--runs-root", str(tmp_path), "--name", "a", "--threads", "1")
+    assert r.returncode == 0 and "rotate ±20°, shift ±0.15" in r.stdout, r.stderr
+    # a new run inside that run's folder is refused: its files would mix with the run's
+    r = run_cli("train", "--runs-root", str(tmp_path / "a"), "--name", "n", "--train-subset", "300")
+    assert r.returncode == 1 and "is a run directory; choose a folder outside it" in r.stderr, r.stderr
+    assert not (tmp_path / "a" / "n").exists()
+    cfg.write_text('augment = "huge"\n')
+    r = run_cli("train", "--config", str(cfg), "--runs-root", str(tmp_path))
+    assert r.returncode == 1 and "option 'augment' must be one of" in r.stderr

@@ -244,3 +244,14 @@ def test_report_never_overwrites_a_runs_files(runs, tmp_path, capsys):
     assert report.is_comparison_figure(out) and not report.is_comparison_figure(a / "curves.png")
     assert main(["report", str(a), b, "--out", str(out)]) == 0
     assert {p.name: p.read_bytes() for p in a.iterdir() if p.name != "cmp.png"} == before
+
+
+def test_report_never_overwrites_a_users_picture_but_replaces_its_own_figure(runs, tmp_path, capsys):
+    photo = tmp_path / "photo.png"
+    photo.write_bytes((runs[0].run_dir / "curves.png").read_bytes())  # a PNG that is not a comparison figure
+    before = photo.read_bytes()
+    msg = one_line_error(capsys, ["report", str(runs[0].run_dir), "--out", str(photo)])
+    assert "is not an earlier comparison figure" in msg and photo.read_bytes() == before
+    out = tmp_path / "cmp.png"
+    assert main(["report", str(runs[0].run_dir), "--out", str(out)]) == 0
+    assert main(["report", str(runs[0].run_dir), str(runs[1].run_dir), "--out", str(out)]) == 0  # replaced

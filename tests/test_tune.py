@@ -264,3 +264,18 @@ def test_two_workers_share_one_postgresql_study(tmp_path, mnist_dir, postgres_ur
     # each worker wrote its own trials' run directories on its own "machine"
     dirs = [sorted(p.name for p in (tmp_path / f"machine{i}" / "tune" / "shared").iterdir()) for i in range(2)]
     assert len(dirs[0]) == len(dirs[1]) == per_worker and not set(dirs[0]) & set(dirs[1])
+
+
+def test_trials_0_on_an_unknown_study_creates_nothing(tmp_path, capsys):
+    msg_args = ["tune", "--trials", "0", "--runs-root", str(tmp_path), "--study", "typo"]
+    assert main(msg_args) == 1
+    assert "--study typo: no such study" in capsys.readouterr().err
+    assert "typo" not in optuna.get_all_study_names(storage=f"sqlite:///{tmp_path / 'tune.db'}")
+
+
+def test_options_that_cannot_run_are_not_stored_in_a_new_study(tmp_path, mnist_dir, capsys):
+    args = ["tune", "--trials", "1", "--runs-root", str(tmp_path), "--study", "vs", "--val-split", "70000"]
+    assert main(args) == 1
+    assert "--val-split 70000" in capsys.readouterr().err
+    study = optuna.load_study(study_name="vs", storage=f"sqlite:///{tmp_path / 'tune.db'}")
+    assert "base_config" not in study.user_attrs  # the name stays usable with sensible options

@@ -126,7 +126,15 @@ def config_from_args(args: argparse.Namespace):
 
     config = TrainConfig()
     if getattr(args, "config", None):
-        config = config_from_dict(load_toml(args.config), config, source=args.config)
+        values = dict(load_toml(args.config))
+        if "augment" in values:  # the --augment preset, as in grid files: it stands for rotate and translate
+            preset = values.pop("augment")
+            if preset not in PRESETS:
+                raise TinyMnistError(f"{args.config}: option 'augment' must be one of {', '.join(PRESETS)}, "
+                                     f"got {preset!r}")
+            values.setdefault("rotate", PRESETS[preset][0])
+            values.setdefault("translate", PRESETS[preset][1])
+        config = config_from_dict(values, config, source=args.config)
     flags = {k: v for k, v in vars(args).items() if k in FIELD_NAMES}
     if hasattr(args, "augment"):
         rotate, translate = PRESETS[args.augment]
@@ -392,7 +400,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     runs_root = flags.get("runs_root", tune.default_base().runs_root)
     storage = args.storage or tune.default_storage(runs_root)
     tune.quiet_optuna()
-    study, base = tune.open_study(storage, study_name, flags)
+    study, base = tune.open_study(storage, study_name, flags, create=args.trials > 0)
     runs_dir = tune.runs_directory(base, study_name)
     before = len(study.trials)
     print(f"study '{study_name}' in {tune._safe_url(storage)}: {before} trial(s) so far")

@@ -92,6 +92,8 @@ class TrainConfig:
             # and " " or "a " make folders that look like nothing (or like another run) in a listing.
             raise bad("name", "must be a plain folder name (no '/', not empty, not '.' or '..', no leading or "
                               f"trailing spaces), got {self.name!r}")
+        if not 0 <= self.seed < 2**63:  # torch.manual_seed's range
+            raise bad("seed", f"must be between 0 and 2**63 - 1, got {self.seed}")
         if self.eval_batch_size <= 0:
             raise bad("eval_batch_size", f"must be positive, got {self.eval_batch_size}")
 

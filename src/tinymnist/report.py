@@ -582,11 +582,16 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path | None = None) -> t
         raise TinyMnistError(f"--out {out}: folder {out.parent} {why}")
     # Inside a run directory, a run's own figures (written or still to be written) and any other file there
     # stay untouched; only a previous comparison figure may be replaced.
+    where = f"--out {out}" if given else str(out)
     if (out.parent / rundir.CONFIG).is_file() and (
             out.name in (CURVES, CONFUSION, MISCLASSIFIED) or (out.exists() and not is_comparison_figure(out))):
-        where = f"--out {out}" if given else str(out)
         raise TinyMnistError(f"{where}: a file of run directory {out.parent}, not a comparison figure; "
                              "choose another name")
+    # Anywhere else too, an existing file is replaced only if it is an earlier comparison figure (a user's own
+    # picture called comparison.png stays).
+    if out.exists() and not is_comparison_figure(out):
+        raise TinyMnistError(f"{where}: exists and is not an earlier comparison figure of tinymnist; not "
+                             "overwritten (move it away or choose another --out)")
     header, rows = comparison_rows(runs)
     # The default location is no option of the user's: name --out in a write error only when it was given.
     return format_table(header, rows), plot_comparison(runs, out, option="--out" if given else "")

@@ -56,7 +56,14 @@ def target(config: TrainConfig, resume: bool) -> tuple[Path, bool]:
     Never lets a new run write into a folder that holds anything: an existing run, or files of the user's."""
     if config.name is None:
         config.name = default_name(config)
+    if not config.runs_root.strip():
+        raise TinyMnistError("--runs-root: must not be empty (the default is 'runs')")
     run_dir = Path(config.runs_root) / config.name
+    # A run inside another run's folder would mix its files with that run's (and `export`/`report` refuse it).
+    for parent in run_dir.parents:
+        if (parent / CONFIG).is_file() and not resume:
+            raise TinyMnistError(f"--runs-root {config.runs_root}: {parent} is a run directory; choose a folder "
+                                 "outside it")
     if resume:
         if (run_dir / CHECKPOINT).is_file():
             return run_dir, True
@@ -250,9 +257,10 @@ def load_model(run_dir: str | Path) -> tuple[nn.Module, TrainConfig]:
     try:
         saved = torch.load(path, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a damaged or foreign file
-        # torch's messages run to several lines of advice; the first line says what went wrong.
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise TinyMnistError(f"{path}: cannot read weights ({first or 'empty or damaged file'})") from None
+        # torch's messages run to several lines of advice, including "set weights_only=False", which would
+        # unpickle arbitrary code: not advice to pass on for what is simply a damaged or foreign file.
+        raise TinyMnistError(f"{path}: cannot read weights: damaged, truncated or not a tinymnist weights file "
+                             f"({type(e).__name__}); retrain, or restore the file") from None
     if not isinstance(saved, dict) or "state_dict" not in saved:
         raise TinyMnistError(f"{path}: not a tinymnist weights file (no state_dict)")
     if saved.get("model", config.model) != config.model:

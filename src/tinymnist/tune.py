@@ -123,7 +123,8 @@ def check_study_name(name: str) -> None:
     TrainConfig(name=name).validate(lambda option: "--study")
 
 
-def open_study(storage_url: str, study_name: str, flags: dict[str, Any]) -> tuple[Any, TrainConfig]:
+def open_study(storage_url: str, study_name: str, flags: dict[str, Any], create: bool = True
+               ) -> tuple[Any, TrainConfig]:
     """Create or join a study; returns it and the base config of its trials.
 
     The first worker records its base options in the study. A worker that joins later starts from those, so
@@ -140,6 +141,18 @@ def open_study(storage_url: str, study_name: str, flags: dict[str, Any]) -> tupl
     if "name" in flags:
         raise TinyMnistError("--name: tune names its runs itself (trial-NNNN, best-trial-NNNN-sS)")
     storage = open_storage(storage_url)
+    if not create:
+        # --trials 0 only looks at a study: a typo in --study must not create an empty one that then binds later
+        # workers to whatever options this call happened to have.
+        try:
+            names = optuna.study.get_all_study_names(storage=storage)
+        except Exception as e:  # noqa: BLE001
+            where = _safe_url(storage_url)
+            raise TinyMnistError(f"--storage {where}: cannot list studies ({_first_line(e)})") from None
+        if study_name not in names:
+            known = f" (studies there: {', '.join(sorted(names))})" if names else " (it holds no study yet)"
+            raise TinyMnistError(f"--study {study_name}: no such study in {_safe_url(storage_url)}{known}; "
+                                 "run some trials first")
     try:
         study = optuna.create_study(
             study_name=study_name, storage=storage, direction="maximize", load_if_exists=True,
@@ -156,6 +169,12 @@ def open_study(storage_url: str, study_name: str, flags: dict[str, Any]) -> tupl
     if base.val_split <= 0:
         raise TinyMnistError("--val-split: tuning needs a validation split (> 0 held-out training images)")
     check_budget(base)
+    if saved is None:
+        # The data must fit the options too (e.g. a --val-split larger than the training set) before they are
+        # stored: a stored base that cannot run would make the study name unusable.
+        from .train import prepare_data
+
+        prepare_data(base)
     # Early epochs say little (one-cycle is still warming up), so no pruning in the first half of a trial; the
     # pruner is per process, not stored, so it can follow the base options.
     study.pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=base.epochs // 2 + 1)
