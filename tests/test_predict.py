@@ -17,8 +17,8 @@ from PIL import Image
 
 from tinymnist.cli import main
 from tinymnist.data import CLASS_NAMES, normalize, read_split
-from tinymnist.errors import TinyMnistError
-from tinymnist.predict import _first_line, from_run_dir, load_predictor, predict_files
+from tinymnist.errors import TinyMnistError, first_line
+from tinymnist.predict import from_run_dir, load_predictor, predict_files
 from tinymnist.rundir import load_model
 
 
@@ -145,9 +145,9 @@ def test_long_library_errors_are_cut_at_the_first_sentence():
     long = ("PytorchStreamReader failed reading zip archive: not a ZIP archive. This is an internal miniz error. If "
             "you are seeing this error, there is a high likelihood that your checkpoint file is corrupted. This can "
             "happen if the checkpoint was not saved properly, or the file was modified after saving.")
-    assert _first_line(RuntimeError(long)) == "PytorchStreamReader failed reading zip archive: not a ZIP archive"
-    assert len(_first_line(RuntimeError("x" * 500))) == 200
-    assert _first_line(RuntimeError("short. message\nsecond line")) == "short. message"
+    assert first_line(RuntimeError(long)) == "PytorchStreamReader failed reading zip archive: not a ZIP archive"
+    assert len(first_line(RuntimeError("x" * 500))) == 200
+    assert first_line(RuntimeError("short. message\nsecond line")) == "short. message"
 
 
 def hand_made_onnx(path, batch, channels=1) -> np.ndarray:

@@ -214,7 +214,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------------------------------- data, summary
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from .data import check
+    from .data import SYSTEM_DIRS, check
 
     rows = check(args.dataset, args.data_dir)
     print(f"{args.dataset}: all files valid, from {rows[0]['source']}")
@@ -227,7 +227,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     if args.dataset == "mnist" and differ == ["train-images-idx3-ubyte.gz"]:
         print("  (expected for the offline MNIST copy's training images: they were rebuilt from a PNG export and\n"
               "   differ from the official pixels by at most 1 grey level; see its README)")
-    elif args.dataset == "fashion-mnist" and differ and "/usr/share/datasets" in rows[0]["source"]:
+    elif args.dataset == "fashion-mnist" and differ and SYSTEM_DIRS["fashion-mnist"][0] in rows[0]["source"]:
         print("  (expected for Debian's dataset-fashion-mnist package: it recompresses the files, so the .gz bytes\n"
               "   differ from the release's; the images were read and validated, but no official checksum of the\n"
               "   uncompressed content exists to compare them with)")

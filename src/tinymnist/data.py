@@ -254,9 +254,6 @@ def _file_list() -> str:
     return ", ".join(s + "[.gz]" for pair in SPLIT_FILES.values() for s in pair)
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
 
 def load_dataset(dataset: str = "mnist", data_dir: str | Path | None = None) -> Dataset:
     """Find, read and validate both splits of a dataset."""
@@ -267,15 +264,14 @@ def load_dataset(dataset: str = "mnist", data_dir: str | Path | None = None) -> 
         for stem in split:
             p = _find_file(directory, stem)
             payload = p.read_bytes()
-            _refuse_other_dataset(p, payload, dataset)
+            _refuse_other_dataset(p, hashlib.md5(payload).hexdigest(), dataset)
             sha[p.name] = hashlib.sha256(payload).hexdigest()
     return Dataset(name=dataset, train=train, test=test, directory=directory, source=source, sha256=sha)
 
 
-def _refuse_other_dataset(path: Path, payload: bytes, dataset: str) -> None:
+def _refuse_other_dataset(path: Path, md5: str, dataset: str) -> None:
     """MNIST and Fashion-MNIST files have the same names and format: a --data-dir pointing at the wrong one
     would train quietly on the wrong images. Their official checksums tell them apart."""
-    md5 = hashlib.md5(payload).hexdigest()
     for other, sums in OFFICIAL_MD5.items():
         if other != dataset and md5 in sums.values():
             raise TinyMnistError(f"{path}: this is {other}'s file, not {dataset}'s (choose --dataset {other} or "
@@ -310,10 +306,11 @@ def check(dataset: str = "mnist", data_dir: str | Path | None = None) -> list[di
         for stem in (image_stem, label_stem):
             p = _find_file(directory, stem)
             payload = p.read_bytes()
-            _refuse_other_dataset(p, payload, dataset)
+            md5 = hashlib.md5(payload).hexdigest()
+            _refuse_other_dataset(p, md5, dataset)
             official = OFFICIAL_MD5[dataset].get(stem + ".gz")
             if p.suffix == ".gz":
-                matches = hashlib.md5(payload).hexdigest() == official
+                matches = md5 == official
             else:
                 matches = None  # official checksums are published for the .gz files only
             rows.append({

@@ -347,9 +347,9 @@ def _check_directory(directory: Path, runs_root: str) -> None:
     """Refuse a suite folder that cannot be made, without making it (planning and --dry-run write nothing): a
     file in the way, or a nearest existing folder we may not write to. What only mkdir can tell (a folder under
     /proc, a read-only mount when running as root) is refused by prepare_directory, still before any run."""
-    existing = directory
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    from . import rundir
+
+    existing = rundir.nearest_existing(directory)
     if not existing.is_dir():
         raise TinyMnistError(f"--runs-root {runs_root}: cannot hold the suite folder {directory} "
                              f"({existing} is not a folder)")
@@ -361,11 +361,10 @@ def _check_directory(directory: Path, runs_root: str) -> None:
 def prepare_directory(plan: Plan) -> None:
     """Create the suite folder and prove it writable before the first run starts, so that a bad --runs-root is
     one line up front rather than a failure per run and an error at the end."""
+    from . import rundir
+
     try:
-        plan.directory.mkdir(parents=True, exist_ok=True)
-        probe = plan.directory / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        rundir.make_writable_dir(plan.directory)
     except OSError as e:
         raise TinyMnistError(f"--runs-root {plan.base.runs_root}: cannot write the suite folder {plan.directory} "
                              f"({e.strerror or e})") from None

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .data import CLASS_NAMES, NORMALIZATION
-from .errors import TinyMnistError
+from .errors import TinyMnistError, first_line
 from .preprocess import FIELD, IMAGE_SUFFIXES, load_digit
 
 # Keys of the metadata an exported model carries (ONNX metadata_props / a TorchScript extra file).
@@ -111,7 +111,7 @@ def from_onnx(path: str | Path, threads: int = 0) -> Predictor:
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad/missing files
-        raise TinyMnistError(f"{path}: cannot load ONNX model ({_first_line(e)})") from None
+        raise TinyMnistError(f"{path}: cannot load ONNX model ({first_line(e)})") from None
     inp, out = session.get_inputs()[0], session.get_outputs()[0]
     shape = list(inp.shape)
     if len(shape) != 4 or shape[1:] != [1, FIELD, FIELD]:
@@ -145,7 +145,7 @@ def from_torchscript(path: str | Path) -> Predictor:
             warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated upstream, still works
             module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except Exception as e:  # noqa: BLE001
-        raise TinyMnistError(f"{path}: cannot load TorchScript model ({_first_line(e)})") from None
+        raise TinyMnistError(f"{path}: cannot load TorchScript model ({first_line(e)})") from None
     module.eval()
     try:
         meta = json.loads(extra[TORCHSCRIPT_META] or "{}")
@@ -159,7 +159,7 @@ def from_torchscript(path: str | Path) -> Predictor:
     try:
         n_classes = int(run(torch.zeros(1, 1, FIELD, FIELD)).shape[-1])
     except Exception as e:  # noqa: BLE001
-        raise TinyMnistError(f"{path}: model does not take [batch, 1, 28, 28] images ({_first_line(e)})") from None
+        raise TinyMnistError(f"{path}: model does not take [batch, 1, 28, 28] images ({first_line(e)})") from None
     return _from_meta(meta, path, "torchscript", run, n_classes)
 
 
@@ -211,18 +211,6 @@ def load_predictor(model: str | Path, threads: int = 0) -> Predictor:
     if not is_torchscript(archive_names(path)):
         raise _not_a_model(path)
     return from_torchscript(path)
-
-
-def _first_line(e: Exception) -> str:
-    """The gist of an exception: its first line, cut at the first sentence when long (torch's messages go on
-    about possible causes), and never more than 200 characters."""
-    text = str(e).strip()
-    if not text:
-        return type(e).__name__
-    line = text.splitlines()[0]
-    if len(line) > 200 and ". " in line:
-        line = line[:line.index(". ")]
-    return line if len(line) <= 200 else line[:199] + "…"
 
 
 # ------------------------------------------------------------------------------------------------ prediction

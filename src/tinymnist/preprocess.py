@@ -32,7 +32,7 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import TinyMnistError
+from .errors import TinyMnistError, first_line
 
 # Decoded-pixel limit: a 50-megapixel photo still passes, a crafted 100k x 100k PNG (a few hundred bytes on disk,
 # tens of GB once decoded) does not. Checked from the header, before anything is decoded.
@@ -57,8 +57,6 @@ MIN_CONTRAST = 0.1
 # under 60% of that (1.5 px, MNIST's 5th percentile or so) are thickened, see `thicken_thin_strokes`.
 STROKE_FRACTION = 0.125
 THIN_STROKE = 0.6
-
-
 
 
 @dataclass(frozen=True)
@@ -106,7 +104,7 @@ def open_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         except UnidentifiedImageError:
             raise TinyMnistError(f"{path}: not an image (or a format Pillow cannot read)") from None
         except Exception as e:  # noqa: BLE001 - a header that parses as a known format but makes no sense
-            raise TinyMnistError(f"{path}: truncated or corrupt image ({_first_line(e)})") from None
+            raise TinyMnistError(f"{path}: truncated or corrupt image ({first_line(e)})") from None
         w, h = img.size
         if w * h > max_pixels:
             raise TinyMnistError(
@@ -122,12 +120,7 @@ def open_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise TinyMnistError(f"{path}: refused: too many pixels, a possible decompression bomb ({e})") from None
         except Exception as e:  # noqa: BLE001 - decoders raise OSError, ValueError, SyntaxError, EOFError...
-            raise TinyMnistError(f"{path}: truncated or corrupt image ({_first_line(e)})") from None
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+            raise TinyMnistError(f"{path}: truncated or corrupt image ({first_line(e)})") from None
 
 
 # --------------------------------------------------------------------------------------------------------- grey

@@ -48,6 +48,22 @@ def _is_leftover(path: Path) -> bool:
     return path.name.endswith(".tmp") or path.name in _LEFTOVERS
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path` itself or its closest ancestor that exists: where a mkdir -p of `path` would start writing."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def make_writable_dir(path: Path) -> None:
+    """mkdir -p, then prove the folder writable with a probe file (mkdir alone succeeds on some read-only mounts
+    when running as root). Raises OSError."""
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / ".write-test"
+    probe.write_text("")
+    probe.unlink()
+
+
 def target(config: TrainConfig, resume: bool) -> tuple[Path, bool]:
     """Decide where the run goes, and refuse before any work is done; creates nothing.
 
@@ -59,17 +75,17 @@ def target(config: TrainConfig, resume: bool) -> tuple[Path, bool]:
     if not config.runs_root.strip():
         raise TinyMnistError("--runs-root: must not be empty (the default is 'runs')")
     run_dir = Path(config.runs_root) / config.name
-    # A run inside another run's folder would mix its files with that run's (and `export`/`report` refuse it).
-    for parent in run_dir.parents:
-        if (parent / CONFIG).is_file() and not resume:
-            raise TinyMnistError(f"--runs-root {config.runs_root}: {parent} is a run directory; choose a folder "
-                                 "outside it")
     if resume:
         if (run_dir / CHECKPOINT).is_file():
             return run_dir, True
         if (run_dir / CONFIG).is_file() and not (run_dir / SUMMARY).exists():
             return run_dir, False  # nothing was saved yet: resuming is training it again
         raise TinyMnistError(f"{run_dir}: no checkpoint to resume from")
+    # A new run inside another run's folder would mix its files with that run's (`export`/`report` refuse it too).
+    inside = next((p for p in run_dir.parents if (p / CONFIG).is_file()), None)
+    if inside is not None:
+        raise TinyMnistError(f"--runs-root {config.runs_root}: {inside} is a run directory; choose a folder "
+                             "outside it")
     if run_dir.exists() and not run_dir.is_dir():
         raise TinyMnistError(f"{run_dir}: exists and is not a directory (choose another --name or --runs-root)")
     if (run_dir / METRICS).exists() or (run_dir / CHECKPOINT).exists() or (run_dir / SUMMARY).exists():
@@ -80,9 +96,7 @@ def target(config: TrainConfig, resume: bool) -> tuple[Path, bool]:
     if run_dir.is_dir() and any(not _is_leftover(p) for p in run_dir.iterdir() if p.name != CONFIG):
         raise TinyMnistError(f"{run_dir}: folder exists and is not empty (choose another --name)")
     # Fail now, not after loading the data: the nearest existing folder on the way must be writable.
-    existing = run_dir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = nearest_existing(run_dir)
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise TinyMnistError(f"{run_dir}: cannot write the run directory ({existing} is not a writable folder)")
     return run_dir, False
@@ -91,10 +105,7 @@ def target(config: TrainConfig, resume: bool) -> tuple[Path, bool]:
 def create(run_dir: Path, resume: bool) -> None:
     """Make the run directory (once training is certain to start) and prove it is writable."""
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        make_writable_dir(run_dir)
         if not resume:
             # A run restarted from scratch (see target) starts a fresh metrics file and config.
             for name in (METRICS, CONFIG):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig, config_from_dict
-from .errors import TinyMnistError
+from .errors import TinyMnistError, first_line
 from .train import train
 
 TUNE_EPOCHS = 10  # epochs of each trial unless --epochs says otherwise
@@ -63,11 +63,6 @@ def default_storage(runs_root: str | Path) -> str:
     return f"sqlite:///{Path(runs_root) / 'tune.db'}"
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(getattr(e, "orig", None) or e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def open_storage(url: str):
     """An Optuna RDB storage, or a one-line TinyMnistError naming the URL (password hidden) and the cause."""
     import optuna
@@ -102,7 +97,7 @@ def open_storage(url: str):
             if "could not connect" in str(e) or "Connection refused" in str(e):
                 break
             time.sleep(0.5 * (attempt + 1))
-    raise TinyMnistError(f"--storage {shown}: cannot open the study storage ({_first_line(last)})") from None
+    raise TinyMnistError(f"--storage {shown}: cannot open the study storage ({first_line(last)})") from None
 
 
 def _comparable(config: TrainConfig) -> dict:
@@ -148,7 +143,7 @@ def open_study(storage_url: str, study_name: str, flags: dict[str, Any], create:
             names = optuna.study.get_all_study_names(storage=storage)
         except Exception as e:  # noqa: BLE001
             where = _safe_url(storage_url)
-            raise TinyMnistError(f"--storage {where}: cannot list studies ({_first_line(e)})") from None
+            raise TinyMnistError(f"--storage {where}: cannot list studies ({first_line(e)})") from None
         if study_name not in names:
             known = f" (studies there: {', '.join(sorted(names))})" if names else " (it holds no study yet)"
             raise TinyMnistError(f"--study {study_name}: no such study in {_safe_url(storage_url)}{known}; "
@@ -159,7 +154,7 @@ def open_study(storage_url: str, study_name: str, flags: dict[str, Any], create:
         )
     except Exception as e:  # noqa: BLE001
         raise TinyMnistError(f"--storage {_safe_url(storage_url)}: cannot open study '{study_name}' "
-                             f"({_first_line(e)})") from None
+                             f"({first_line(e)})") from None
     saved = study.user_attrs.get("base_config")
     start = default_base() if saved is None else config_from_dict(saved, default_base(),
                                                                    source=f"study '{study_name}'")
