@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from digit_images import render_like_a_person  # noqa: E402
 
 from tinymnist.data import load_dataset  # noqa: E402
+from tinymnist.errors import TinyMnistError  # noqa: E402
 from tinymnist.predict import from_run_dir  # noqa: E402
 from tinymnist.preprocess import as_is, centre_of_mass, load_digit, stroke_width  # noqa: E402
 
@@ -38,8 +39,13 @@ def main() -> None:
     p.add_argument("run_dir", help="a finished MNIST run directory")
     p.add_argument("--n", type=int, default=500, help="first N test digits (default 500)")
     args = p.parse_args()
-    predictor = from_run_dir(args.run_dir)
-    test = load_dataset("mnist").test
+    try:
+        predictor = from_run_dir(args.run_dir)
+        test = load_dataset("mnist").test
+    except TinyMnistError as e:
+        sys.exit(f"error: {e}")
+    if not 1 <= args.n <= len(test):
+        sys.exit(f"error: --n must be between 1 and {len(test)}, got {args.n}")
     images, labels = test.images[: args.n], test.labels[: args.n]
 
     def acc(batch: torch.Tensor) -> float:

@@ -179,6 +179,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"resuming {run}")
     else:
         config = config_from_args(args)
+        from .rundir import target
+
+        target(config, resume=False)  # a run directory that would be refused is reported before anything else
     from .data import locate
 
     _, source = locate(config.dataset, config.data_dir)

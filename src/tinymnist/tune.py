@@ -135,6 +135,12 @@ def open_study(storage_url: str, study_name: str, flags: dict[str, Any], create:
                              + ": tune searches this itself; leave it out")
     if "name" in flags:
         raise TinyMnistError("--name: tune names its runs itself (trial-NNNN, best-trial-NNNN-sS)")
+    # Flags that cannot run are refused before the study is opened or created: a refused command leaves no
+    # empty study behind (the stored options, checked again below, may still change the base).
+    early = config_from_dict(flags, default_base(), source="command line")
+    early.validate()
+    if early.val_split <= 0:
+        raise TinyMnistError("--val-split: tuning needs a validation split (> 0 held-out training images)")
     storage = open_storage(storage_url)
     if not create:
         # --trials 0 only looks at a study: a typo in --study must not create an empty one that then binds later
