@@ -4,7 +4,7 @@ import torch
 from tinymnist.errors import TinyMnistError
 from tinymnist.models import MODELS, build_model, check_budget, count_parameters, summarize
 
-BUDGETS = {"tiny20k": 20_000, "tiny8k": 8_000, "tiny1k": 1_000}
+BUDGETS = {"tiny20k": 20_000, "tiny8k": 8_000, "tiny1k": 1_000, "fast20k": 20_000}
 
 
 def test_seed_is_the_reference_model():
@@ -45,3 +45,25 @@ def test_unknown_model_and_bad_dropout():
 def test_dropout_override_reaches_the_model():
     model = build_model("seed", dropout=0.1)
     assert model.dropout.p == 0.1
+
+
+def test_fast20k_is_tiny20k_in_a_cheaper_order():
+    # Same layers; with BatchNorm in eval mode (a per-channel affine map) and positive scales, pooling before or
+    # after BatchNorm + ReLU gives the same numbers, so the two models compute the same function.
+    torch.manual_seed(0)
+    tiny, fast = build_model("tiny20k"), build_model("fast20k")
+    assert count_parameters(fast) == count_parameters(tiny)
+    for m in tiny.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)  # positive scales
+            m.bias.data.uniform_(-0.5, 0.5)
+    fast.load_state_dict(tiny.state_dict())
+    tiny.eval(), fast.eval()
+    x = torch.randn(4, 1, 28, 28)
+    torch.testing.assert_close(fast(x), tiny(x), rtol=1e-4, atol=1e-5)
+    # With a negative scale the order matters (max-pool becomes min-pool): a different model, not a bug.
+    tiny.conv1[1].weight.data[0] = -1.0
+    fast.load_state_dict(tiny.state_dict())
+    assert not torch.allclose(fast(x), tiny(x), atol=1e-5)

@@ -7,7 +7,8 @@ import torch
 from tinymnist import rundir
 from tinymnist.config import TrainConfig
 from tinymnist.errors import TinyMnistError
-from tinymnist.train import train
+from tinymnist.evaluate import evaluate_run
+from tinymnist.train import train, update_ema
 
 # Small but real: 1,000 real training images and 500 test images, so each run takes a second or two.
 QUICK = dict(train_subset=1000, test_subset=500, batch_size=100, threads=1)
@@ -39,12 +40,12 @@ def test_same_seed_same_numbers(tmp_path, mnist_dir):
     assert a.history[-1]["train_loss"] != c.history[-1]["train_loss"]
 
 
-@pytest.mark.parametrize("schedule", ["onecycle", "step"])
-def test_resume_equals_uninterrupted(tmp_path, mnist_dir, schedule):
-    full = train(quick(tmp_path, epochs=3, schedule=schedule, name="full"))
-    part = train(quick(tmp_path, epochs=3, schedule=schedule, name="part"), stop_after=1)
+@pytest.mark.parametrize("schedule,ema", [("onecycle", 0.0), ("step", 0.0), ("onecycle", 0.9)])
+def test_resume_equals_uninterrupted(tmp_path, mnist_dir, schedule, ema):
+    full = train(quick(tmp_path, epochs=3, schedule=schedule, ema=ema, name="full"))
+    part = train(quick(tmp_path, epochs=3, schedule=schedule, ema=ema, name="part"), stop_after=1)
     assert not part.finished and not (part.run_dir / "model.pt").exists()
-    resumed = train(quick(tmp_path, epochs=3, schedule=schedule, name="part"), resume=True)
+    resumed = train(quick(tmp_path, epochs=3, schedule=schedule, ema=ema, name="part"), resume=True)
     assert resumed.finished
     for m1, m2 in zip(full.history, resumed.history, strict=True):
         assert m1["test_acc"] == m2["test_acc"] and m1["train_loss"] == m2["train_loss"]
@@ -161,3 +162,27 @@ def test_fashion_mnist_trains(tmp_path):
         pytest.skip("dataset-fashion-mnist not installed")
     result = train(quick(tmp_path, epochs=2, dataset="fashion-mnist", name="f", schedule="none", batch_size=32))
     assert result.final_test_acc > 0.5
+
+
+def test_update_ema_moves_the_average_towards_the_model():
+    torch.manual_seed(0)
+    model, avg = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = avg.weight.detach().clone()
+    target = model.weight.detach()
+    update_ema(avg, model, decay=0.9, step=10_000)  # late in training: the full decay applies
+    late = 0.9 * before + 0.1 * target
+    torch.testing.assert_close(avg.weight, late)
+    update_ema(avg, model, decay=0.9, step=0)  # first step: the decay ramps up from 1/10, so mostly the model
+    torch.testing.assert_close(avg.weight, 0.1 * late + 0.9 * target)
+
+
+def test_ema_run_evaluates_and_saves_the_averaged_weights(tmp_path, mnist_dir):
+    result = train(quick(tmp_path, epochs=2, ema=0.9, name="ema"))
+    trained = rundir.load_checkpoint(result.run_dir)
+    saved, _ = rundir.load_model(result.run_dir)
+    # model.pt holds the average, not the weights the optimiser left behind...
+    torch.testing.assert_close(saved.state_dict()["head.weight"], trained["ema"]["head.weight"])
+    assert not torch.allclose(trained["ema"]["head.weight"], trained["model"]["head.weight"])
+    # ...and the reported test figures are the saved model's
+    again = evaluate_run(result.run_dir)
+    assert again.accuracy == result.final_test_acc and again.loss == pytest.approx(result.history[-1]["test_loss"])

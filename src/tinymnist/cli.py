@@ -93,6 +93,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help=f"L2 penalty on conv/linear weights, not on BatchNorm or biases (default: {d.weight_decay})")
     g.add_argument("--label-smoothing", type=float, default=S,
                    help=f"spread this much target probability over the other classes (default: {d.label_smoothing})")
+    g.add_argument("--ema", type=float, default=S,
+                   help="evaluate and save a moving average of the weights with this decay per step, e.g. 0.999; "
+                        f"0 = off (default: {d.ema})")
     g.add_argument("--schedule", default=S,
                    help=f"learning-rate schedule: {', '.join(SCHEDULES)} (default: {d.schedule})")
     g.add_argument("--step-size", type=int, default=S,

@@ -33,6 +33,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
+    ema: float = 0.0  # evaluate and save an exponential moving average of the weights with this decay; 0 = off
     schedule: str = "onecycle"
     step_size: int = 0  # step schedule: epochs between x0.1 decays; 0 = epochs // 3
     # augmentation (0 = off); never applied to validation or test images
@@ -80,6 +81,8 @@ class TrainConfig:
                 raise bad(name, f"must not be negative, got {getattr(self, name)}")
         if not 0 <= self.label_smoothing < 1:
             raise bad("label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.ema < 1:
+            raise bad("ema", f"must be in [0, 1) (0 = off; 0.999 averages about the last 1,000 steps), got {self.ema}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise bad("dropout", f"must be in [0, 1), got {self.dropout}")
         if self.translate >= 0.5:

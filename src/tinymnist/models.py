@@ -90,6 +90,28 @@ class Tiny20k(nn.Module):
         return self.head(x)  # [10] logits
 
 
+class Fast20k(Tiny20k):
+    """tiny20k's layers and parameters (19,562) in a cheaper order, for the time-to-accuracy benchmark: each
+    max-pool runs *before* its BatchNorm and ReLU, so those two (forward and backward) touch a quarter as many
+    values. On a CPU these memory-bound steps, not the convolutions, dominate the 28x28 and 14x14 stages (about
+    1.4x more images per second, benchmarks/epoch_time.py). Max-pool commutes exactly with ReLU, and with
+    BatchNorm's per-channel scale when it is positive, so the model can still learn much the same function."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, bn, relu = self.conv1
+        x = conv(x)  # [8, 28, 28]
+        x = relu(bn(self.pool1(x)))  # [8, 14, 14] pool first, then normalise
+        x = self.conv2(x)  # [16, 14, 14]
+        conv, bn, relu = self.conv3
+        x = conv(x)  # [24, 14, 14]
+        x = relu(bn(self.pool2(x)))  # [24, 7, 7] pool first, then normalise
+        x = self.conv4(x)  # [32, 7, 7]
+        x = self.conv5(x)  # [26, 5, 5]
+        x = x.mean(dim=(2, 3))  # [26] global average pool
+        x = self.dropout(x)
+        return self.head(x)  # [10] logits
+
+
 class Tiny8k(Tiny20k):
     """< 8k params: the tiny20k layout with narrower layers (shapes as in tiny20k, channels 8/12/16/16/16)."""
 
@@ -183,6 +205,7 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     "seed": ModelSpec(SeedNet, "the reference design: 4 convs, FC head 512->25->10, dropout 0.3"),
     "tiny20k": ModelSpec(Tiny20k, "default: one full-res conv, pool, 4 convs, GAP head (< 20k params)"),
+    "fast20k": ModelSpec(Fast20k, "tiny20k with each pool ahead of its BatchNorm/ReLU: same params, cheaper on a CPU"),
     "tiny8k": ModelSpec(Tiny8k, "narrower tiny20k (< 8k params)"),
     "tiny1k": ModelSpec(Tiny1k, "1 conv + 3 depthwise-separable convs, GAP head (< 1k params)"),
     "seed-gap": ModelSpec(SeedGap, "seed convs with a global-average-pool head"),

@@ -7,6 +7,7 @@ is written to the run directory (see `rundir.py`).
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -123,6 +124,18 @@ def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
     return spans
 
 
+def update_ema(ema_model: nn.Module, model: nn.Module, decay: float, step: int) -> None:
+    """Move every weight (and BatchNorm statistic) of `ema_model` a little towards `model`'s. The decay ramps
+    up over the first steps so that the average does not drag along the random initial weights."""
+    decay = min(decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for avg, now in zip(ema_model.state_dict().values(), model.state_dict().values(), strict=True):
+            if avg.dtype.is_floating_point:
+                avg.lerp_(now, 1 - decay)
+            else:  # BatchNorm's batch counter
+                avg.copy_(now)
+
+
 EpochCallback = Callable[[dict], bool | None]  # return True to stop after this epoch
 BatchCallback = Callable[[int, int, int], None]
 
@@ -162,12 +175,17 @@ def train(
     scheduler, per_batch = make_schedule(optimizer, config, len(steps))
     fill = -NORMALIZATION[config.dataset][0] / NORMALIZATION[config.dataset][1]  # a black pixel, normalised
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    # With --ema, a moving average of the weights is what gets evaluated and saved; the loop still trains `model`.
+    ema_model = copy.deepcopy(model) if config.ema else None
+    eval_model = ema_model if ema_model is not None else model
 
     result = RunResult(run_dir=run_dir, config=config, params=params)
     start_epoch, elapsed_before = 1, 0.0
     if resume:
         state = rundir.load_checkpoint(run_dir)
         model.load_state_dict(state["model"])
+        if ema_model is not None:
+            ema_model.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
@@ -208,6 +226,8 @@ def train(
             optimizer.step()
             if scheduler is not None and per_batch:
                 scheduler.step()
+            if ema_model is not None:
+                update_ema(ema_model, model, config.ema, (epoch - 1) * len(steps) + b)
             with torch.no_grad():
                 plain = loss if config.label_smoothing == 0 else F.cross_entropy(logits, y)
                 loss_sum += plain.item() * len(y)
@@ -218,8 +238,8 @@ def train(
         if scheduler is not None and not per_batch:
             scheduler.step()
 
-        test = evaluate(model, data.test_x, data.test_y, config.eval_batch_size)
-        val = evaluate(model, data.val_x, data.val_y, config.eval_batch_size) if data.val_x is not None else None
+        test = evaluate(eval_model, data.test_x, data.test_y, config.eval_batch_size)
+        val = evaluate(eval_model, data.val_x, data.val_y, config.eval_batch_size) if data.val_x is not None else None
         seconds = time.perf_counter() - t_epoch
         metrics = {
             "epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
@@ -232,6 +252,7 @@ def train(
         # moment a kill lands, --resume finds a checkpoint for every row and rewrites metrics.csv from it.
         rundir.save_checkpoint(run_dir, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "ema": ema_model.state_dict() if ema_model is not None else None,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "rng": torch.get_rng_state(), "epoch": epoch, "history": result.history,
         })
@@ -248,7 +269,7 @@ def train(
     result.wall_seconds = result.history[-1]["elapsed"] if result.history else 0.0
     result.finished = bool(result.history) and result.history[-1]["epoch"] == config.epochs
     if result.finished:
-        rundir.save_weights(run_dir, model, config)
+        rundir.save_weights(run_dir, eval_model, config)
         rundir.write_summary(run_dir, result)
         # Figures + report.md, on the exact test tensor the loop used, reusing the last epoch's logits (same
         # model as the saved weights) so the report costs no extra pass. Imported here: plotting is not needed
