@@ -1,0 +1,68 @@
+"""Training throughput per model, side by side in one run: images per second of a full training step
+(augmentation, forward, backward, SGD update) on real MNIST batches, the models taking turns so that machine
+noise hits them alike; the median of the rounds is reported, with each model's speed relative to the first.
+
+    python benchmarks/model_speed.py --models tiny20k fast20k seed --batch-size 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from tinymnist.augment import random_affine
+from tinymnist.config import TrainConfig
+from tinymnist.data import NORMALIZATION
+from tinymnist.models import MODELS, build_model, count_parameters
+from tinymnist.rundir import cpu_name
+from tinymnist.train import prepare_data
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["tiny20k", "fast20k", "seed"], choices=list(MODELS),
+                   metavar="MODEL")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=40, help="training steps per model per round (default 40)")
+    p.add_argument("--rounds", type=int, default=7, help="rounds; the first is a warm-up and not counted")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
+    args = p.parse_args()
+    if args.batch_size < 2 or args.steps < 1 or args.rounds < 2:
+        p.error("--batch-size must be >= 2, --steps >= 1 and --rounds >= 2")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = prepare_data(TrainConfig())
+    n = args.batch_size * args.steps
+    x_all, y_all = data.train_x[:n], data.train_y[:n]
+    fill = -NORMALIZATION["mnist"][0] / NORMALIZATION["mnist"][1]
+    torch.manual_seed(0)
+    # channels_last, as the training loop runs them
+    models = {m: build_model(m).to(memory_format=torch.channels_last) for m in args.models}
+    optims = {m: torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9) for m, model in models.items()}
+    speed: dict[str, list[float]] = {m: [] for m in models}
+    for _ in range(args.rounds):
+        for name, model in models.items():
+            t0 = time.perf_counter()
+            for k in range(args.steps):
+                x = x_all[k * args.batch_size:(k + 1) * args.batch_size]
+                y = y_all[k * args.batch_size:(k + 1) * args.batch_size]
+                loss = F.cross_entropy(model(random_affine(x, 10.0, 0.1, fill=fill)), y)
+                optims[name].zero_grad(set_to_none=True)
+                loss.backward()
+                optims[name].step()
+            speed[name].append(n / (time.perf_counter() - t0))
+    print(f"CPU: {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads; batch "
+          f"{args.batch_size}, {args.steps} steps x {args.rounds - 1} rounds (+1 warm-up) per model")
+    print(f"{'model':<10}{'params':>8}{'images/s':>10}{'60k-image epoch':>17}{'vs ' + args.models[0]:>14}")
+    first = statistics.median(speed[args.models[0]][1:])
+    for name, model in models.items():
+        s = statistics.median(speed[name][1:])
+        print(f"{name:<10}{count_parameters(model):>8,}{s:>10,.0f}{60000 / s:>15.1f} s{s / first:>13.2f}x")
+
+
+if __name__ == "__main__":
+    main()
