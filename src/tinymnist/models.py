@@ -93,8 +93,8 @@ class Tiny20k(nn.Module):
 class Fast20k(Tiny20k):
     """tiny20k's layers and parameters (19,562) in a cheaper order, for the time-to-accuracy benchmark: each
     max-pool runs *before* its BatchNorm and ReLU, so those two (forward and backward) touch a quarter as many
-    values. On a CPU these memory-bound steps, not the convolutions, dominate the 28x28 and 14x14 stages (about
-    1.4x more images per second, benchmarks/epoch_time.py). Max-pool commutes exactly with ReLU, and with
+    values. On a CPU these memory-bound steps, not the convolutions, dominate the 28x28 and 14x14 stages (1.17x
+    more training images per second, benchmarks/model_speed.py). Max-pool commutes exactly with ReLU, and with
     BatchNorm's per-channel scale when it is positive, so the model can still learn much the same function."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
