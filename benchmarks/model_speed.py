@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import torch
@@ -17,26 +18,37 @@ import torch.nn.functional as F
 from tinymnist.augment import random_affine
 from tinymnist.config import TrainConfig
 from tinymnist.data import NORMALIZATION
+from tinymnist.errors import TinyMnistError
 from tinymnist.models import MODELS, build_model, count_parameters
 from tinymnist.rundir import cpu_name
 from tinymnist.train import prepare_data
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--models", nargs="+", default=["tiny20k", "fast20k", "seed"], choices=list(MODELS),
-                   metavar="MODEL")
-    p.add_argument("--batch-size", type=int, default=128)
+                   metavar="MODEL", help=f"models to compare, the first is the baseline ({', '.join(MODELS)}; "
+                                         "default: tiny20k fast20k seed)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per training step (default 128)")
     p.add_argument("--steps", type=int, default=40, help="training steps per model per round (default 40)")
-    p.add_argument("--rounds", type=int, default=7, help="rounds; the first is a warm-up and not counted")
+    p.add_argument("--rounds", type=int, default=7, help="rounds; the first is a warm-up and not counted (default 7)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
+    p.add_argument("--data-dir", help="folder with the MNIST files (default: the usual search, see README)")
     args = p.parse_args()
-    if args.batch_size < 2 or args.steps < 1 or args.rounds < 2:
-        p.error("--batch-size must be >= 2, --steps >= 1 and --rounds >= 2")
+    for flag, value, low in (("--batch-size", args.batch_size, 2), ("--steps", args.steps, 1),
+                             ("--rounds", args.rounds, 2), ("--threads", args.threads, 0)):
+        if value < low:
+            sys.exit(f"error: {flag} must be at least {low}, got {value}")
+    try:
+        data = prepare_data(TrainConfig(data_dir=args.data_dir))
+    except TinyMnistError as e:
+        sys.exit(f"error: {e}")
+    n = args.batch_size * args.steps
+    if n > len(data.train_y):
+        sys.exit(f"error: --batch-size x --steps = {n:,} images per round, more than the {len(data.train_y):,} "
+                 "training images")
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = prepare_data(TrainConfig())
-    n = args.batch_size * args.steps
     x_all, y_all = data.train_x[:n], data.train_y[:n]
     fill = -NORMALIZATION["mnist"][0] / NORMALIZATION["mnist"][1]
     torch.manual_seed(0)
@@ -55,7 +67,7 @@ def main() -> None:
                 loss.backward()
                 optims[name].step()
             speed[name].append(n / (time.perf_counter() - t0))
-    print(f"CPU: {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads; batch "
+    print(f"CPU: {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} torch thread(s); batch "
           f"{args.batch_size}, {args.steps} steps x {args.rounds - 1} rounds (+1 warm-up) per model")
     print(f"{'model':<10}{'params':>8}{'images/s':>10}{'60k-image epoch':>17}{'vs ' + args.models[0]:>14}")
     first = statistics.median(speed[args.models[0]][1:])

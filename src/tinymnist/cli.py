@@ -194,9 +194,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         aug = f"rotate ±{config.rotate:g}°, shift ±{config.translate:g}" if config.rotate or config.translate \
             else "no augmentation"
+        extras = "".join(f", {name} {value:g}" for name, value in
+                         (("label smoothing", config.label_smoothing), ("EMA", config.ema)) if value)
         print(f"training {config.model} ({count_parameters(build_model(config.model, config.dropout)):,} params) "
               f"for {_plural(config.epochs, 'epoch')}: {config.optimizer} lr {config.lr:g}, "
-              f"{config.schedule} schedule, batch {config.batch_size}, {aug}, seed {config.seed}")
+              f"{config.schedule} schedule, batch {config.batch_size}, {aug}{extras}, seed {config.seed}")
     progress = Progress(config.epochs)
     try:
         result = train(config, resume=bool(args.resume), on_epoch=progress.epoch, on_batch=progress.batch)

@@ -326,7 +326,8 @@ def format_report_md(run_dir: Path, ev: RunEvaluation, history: list[dict], payl
         + f", evaluated on {ev.total:,} test images."
     )
     lines += ["", f"- **Final test accuracy: {_pct(ev.accuracy)}** ({ev.correct:,} / {ev.total:,} correct), "
-              f"test loss {ev.loss:.4f}. This is the reported number: the model after the last epoch."]
+              f"test loss {ev.loss:.4f}. This is the reported number: the model after the last epoch"
+              + (f" (its moving-average weights, --ema {config['ema']:g})." if config.get("ema") else ".")]
     if last.get("val_acc") is not None:
         lines.append(f"- Final validation accuracy: {_pct(last['val_acc'])} "
                      f"({config.get('val_split', 0):,} held-out training images).")
