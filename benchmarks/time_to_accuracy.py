@@ -121,7 +121,9 @@ def main() -> None:
     all_reached = candidate_seconds and len(candidate_seconds) == args.repeats
     if all_reached and reference_result and reference_result["reached"]:
         median = statistics.median(candidate_seconds)
-        print(f"speed-up: {reference_result['seconds'] / median:.1f}x less wall time than the reference")
+        ratio = reference_result["seconds"] / median
+        print(f"reference / candidate wall time: {ratio:.1f}x" + (" (the candidate is faster)" if ratio > 1 else
+                                                                   " (the candidate is NOT faster)"))
 
 
 if __name__ == "__main__":

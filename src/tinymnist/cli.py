@@ -190,13 +190,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     _, source = locate(config.dataset, config.data_dir)
     print(f"data: {config.dataset} from {source}")
     if not args.resume:
-        from .models import build_model, count_parameters
+        from .models import build_model, check_budget
 
         aug = f"rotate ±{config.rotate:g}°, shift ±{config.translate:g}" if config.rotate or config.translate \
             else "no augmentation"
-        extras = "".join(f", {name} {value:g}" for name, value in
+        extras = "".join(f", {name} {value}" for name, value in
                          (("label smoothing", config.label_smoothing), ("EMA", config.ema)) if value)
-        print(f"training {config.model} ({count_parameters(build_model(config.model, config.dropout)):,} params) "
+        params = check_budget(build_model(config.model, config.dropout), config.model, config.param_budget)
+        print(f"training {config.model} ({params:,} params) "
               f"for {_plural(config.epochs, 'epoch')}: {config.optimizer} lr {config.lr:g}, "
               f"{config.schedule} schedule, batch {config.batch_size}, {aug}{extras}, seed {config.seed}")
     progress = Progress(config.epochs)

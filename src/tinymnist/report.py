@@ -327,7 +327,7 @@ def format_report_md(run_dir: Path, ev: RunEvaluation, history: list[dict], payl
     )
     lines += ["", f"- **Final test accuracy: {_pct(ev.accuracy)}** ({ev.correct:,} / {ev.total:,} correct), "
               f"test loss {ev.loss:.4f}. This is the reported number: the model after the last epoch"
-              + (f" (its moving-average weights, --ema {config['ema']:g})." if config.get("ema") else ".")]
+              + (f" (its moving-average weights, --ema {config['ema']})." if config.get("ema") else ".")]
     if last.get("val_acc") is not None:
         lines.append(f"- Final validation accuracy: {_pct(last['val_acc'])} "
                      f"({config.get('val_split', 0):,} held-out training images).")
@@ -343,8 +343,9 @@ def format_report_md(run_dir: Path, ev: RunEvaluation, history: list[dict], payl
 
     lines += ["", "## Training curves", "", f"![training curves]({CURVES})", "",
               "Train numbers are averaged over each epoch on augmented images with dropout active, so they "
-              "can sit below the test numbers, which come from the finished epoch's model in eval mode. "
-              "A test curve that turns up while train keeps falling is overfitting.", ""]
+              "can sit below the test numbers, which come from the finished epoch's model in eval mode"
+              + (" (with --ema, its moving-average weights). " if config.get("ema") else ". ")
+              + "A test curve that turns up while train keeps falling is overfitting.", ""]
 
     lines += ["## Confusion matrix", "", f"![confusion matrix]({CONFUSION})", ""]
     pairs = top_confusions(ev.confusion, 5)
