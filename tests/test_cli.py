@@ -50,6 +50,9 @@ def test_summary_of_seed(capsys):
         (["--data-dir", "/"], "--data-dir /: no mnist IDX files there"),
         (["--runs-root", "/proc/forbidden"], "cannot write the run directory"),
         (["--model", "seed", "--param-budget", "1000"], "over the budget of 1,000"),
+        (["--momentum", "1.5"], "--momentum: must be below 1"),
+        (["--rotate", "400"], "--rotate: is a maximum angle in degrees and must be at most 180"),
+        (["--epochs", "x"], "tinymnist train: error: argument --epochs: invalid int value: 'x'"),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, args, expected):

@@ -205,7 +205,8 @@ def test_report_needs_a_run_and_says_so(capsys):
         main(["report"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "Traceback" not in err
-    assert err.strip().splitlines()[-1] == "tinymnist: error: the following arguments are required: RUN_DIR"
+    assert err.strip() == ("tinymnist report: error: the following arguments are required: RUN_DIR "
+                           "(see: tinymnist report --help)")
     with pytest.raises(TinyMnistError, match="no run directories"):  # the library says it in one line too
         report.compare_runs([])
 

@@ -18,11 +18,11 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line (plus the usage) and exit code 2, as elsewhere."""
+    """argparse, but a usage mistake is one line that points at --help, and exit code 2 (argparse's own
+    message starts with a usage block that is longer than the mistake)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        self.exit(2, f"tinymnist: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
 
 
 def _pct(x: float | None) -> str:

@@ -79,6 +79,11 @@ class TrainConfig:
                      "train_subset", "test_subset", "threads"):
             if getattr(self, name) < 0:
                 raise bad(name, f"must not be negative, got {getattr(self, name)}")
+        if self.momentum >= 1:
+            raise bad("momentum", f"must be below 1 (at 1 or more the update never decays and training diverges), "
+                                  f"got {self.momentum}")
+        if self.rotate > 180:
+            raise bad("rotate", f"is a maximum angle in degrees and must be at most 180, got {self.rotate}")
         if not 0 <= self.label_smoothing < 1:
             raise bad("label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
         if not 0 <= self.ema < 1:
