@@ -67,3 +67,18 @@ def test_fast20k_is_tiny20k_in_a_cheaper_order():
     tiny.conv1[1].weight.data[0] = -1.0
     fast.load_state_dict(tiny.state_dict())
     assert not torch.allclose(fast(x), tiny(x), atol=1e-5)
+
+
+def test_mult_adds_per_image():
+    # Worked by hand for the seed: conv1 26*26 outputs x 4 channels x 9 taps = 24,336; conv2 24*24*8*36 = 165,888;
+    # conv3 10*10*16*72 = 115,200; conv4 8*8*32*144 = 294,912; fc1 512*25 = 12,800; fc2 25*10 = 250.
+    rows = {r.name: r.mult_adds for r in summarize(build_model("seed"))}
+    assert rows["conv1"] == 24_336 and rows["conv4"] == 294_912 and rows["fc1"] == 12_800
+    assert sum(rows.values()) == 613_386
+    # fast20k7 moves conv3 (16 -> 24 channels, 3x3) from 14x14 to 7x7: 196 - 49 positions x 3,456 weights fewer.
+    total = {m: sum(r.mult_adds for r in summarize(build_model(m))) for m in ("tiny20k", "fast20k", "fast20k7")}
+    assert total["tiny20k"] == total["fast20k"] == 1_485_764
+    assert total["tiny20k"] - total["fast20k7"] == (196 - 49) * 3_456
+    # A depthwise conv costs one 3x3 filter per output value, not one per input channel.
+    depthwise = {r.name: r.mult_adds for r in summarize(build_model("tiny1k"))}["conv2.0"]
+    assert depthwise == 6 * 14 * 14 * 9

@@ -269,6 +269,7 @@ class LayerRow:
     output_shape: tuple[int, ...]
     params: int
     receptive_field: int  # side of the square input patch that one output position can see
+    mult_adds: int = 0  # multiply-adds per image (convolutions and linear layers; the rest is cheap by comparison)
 
 
 def _kernel_stride(module: nn.Module) -> tuple[int, int] | None:
@@ -310,8 +311,13 @@ def summarize(model: nn.Module, input_size: int = 28) -> list[LayerRow]:
         if output.dim() == 4:
             state["size"] = output.shape[-1]
         params = sum(p.numel() for p in module.parameters(recurse=False) if p.requires_grad)
+        mult_adds = 0
+        if isinstance(module, nn.Conv2d):  # each output value: one weight per input channel of its group, per tap
+            mult_adds = output[0].numel() * module.weight[0].numel()
+        elif isinstance(module, nn.Linear):
+            mult_adds = module.in_features * module.out_features
         rows.append(LayerRow(names[module], type(module).__name__, tuple(output.shape[1:]), params,
-                             min(state["rf"], input_size)))
+                             min(state["rf"], input_size), mult_adds))
 
     names = {}
     handles = []
@@ -334,9 +340,12 @@ def summarize(model: nn.Module, input_size: int = 28) -> list[LayerRow]:
 def format_summary(name: str, model: nn.Module) -> str:
     rows = summarize(model)
     lines = [f"model: {name}  ({MODELS[name].description})" if name in MODELS else f"model: {name}",
-             f"{'layer':<22}{'type':<14}{'output shape':<16}{'params':>8}{'RF':>6}"]
+             f"{'layer':<22}{'type':<14}{'output shape':<16}{'params':>8}{'RF':>6}{'mult-adds':>12}"]
     for r in rows:
         shape = "x".join(str(s) for s in r.output_shape)
-        lines.append(f"{r.name:<22}{r.kind:<14}{shape:<16}{r.params:>8,}{r.receptive_field:>6}")
+        macs = f"{r.mult_adds:,}" if r.mult_adds else ""
+        lines.append(f"{r.name:<22}{r.kind:<14}{shape:<16}{r.params:>8,}{r.receptive_field:>6}{macs:>12}".rstrip())
     lines.append(f"total trainable parameters: {count_parameters(model):,}")
+    lines.append(f"multiply-adds per image: {sum(r.mult_adds for r in rows):,} (what a forward pass costs; "
+                 "training is about 3x that)")
     return "\n".join(lines)
