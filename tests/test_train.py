@@ -160,7 +160,9 @@ def test_fashion_mnist_trains(tmp_path):
         if os.environ.get("CI"):
             pytest.fail("dataset-fashion-mnist missing under CI")
         pytest.skip("dataset-fashion-mnist not installed")
-    result = train(quick(tmp_path, epochs=2, dataset="fashion-mnist", name="f", schedule="none", batch_size=32))
+    # One-cycle, 3 epochs, batch 50: seeds 0-5 land at 63-74% on 500 test images (chance is 10%), so the
+    # threshold has a margin; the earlier 2-epoch constant-rate version sat right on it (30-51%).
+    result = train(quick(tmp_path, epochs=3, dataset="fashion-mnist", name="f", batch_size=50))
     assert result.final_test_acc > 0.5
 
 
