@@ -212,8 +212,10 @@ def train(
             idx = perm[i:j]
             x, y = data.train_x[idx], data.train_y[idx]
             x = random_affine(x, config.rotate, config.translate, fill=fill)
-            logits = model(x)
-            loss = criterion(logits, y)
+            # --bf16: convolutions and matmuls in bfloat16, weights and their updates stay float32
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                logits = model(x)
+                loss = criterion(logits, y)
             if not torch.isfinite(loss):
                 kept = (f"the last good checkpoint (epoch {result.history[-1]['epoch']}) stays in {run_dir}"
                         if result.history else "no epoch had finished, so there is no checkpoint")
