@@ -1,12 +1,13 @@
-"""Two CPU settings of the training loop, measured side by side in one run: the memory layout of the model
-(channels_last, which train.py uses, against PyTorch's default contiguous NCHW) and the number of torch threads.
+"""CPU settings of the training loop, measured side by side in one run: the memory layout of the model
+(channels_last, which train.py uses, against PyTorch's default contiguous NCHW), the number of torch threads, and
+with --bf16 also bfloat16 autocast (`tinymnist train --bf16`; channels_last).
 
 Every combination trains its own copy of the same model on the same real MNIST batches (augmentation, forward,
 backward, SGD update); they take turns within each round so that machine noise hits them alike, and the median
 images per second over the rounds is reported, relative to the training loop's own setting (channels_last with
 the most threads asked for).
 
-    python benchmarks/cpu_settings.py --model fast20k --threads 1 2
+    python benchmarks/cpu_settings.py --model fast20k --threads 1 2 --bf16
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from tinymnist.rundir import cpu_name
 from tinymnist.train import prepare_data
 
 LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+# (layout, threads, precision); the precision is float32 unless --bf16 adds bfloat16 rows
+Setting = tuple[str, int, str]
 
 
 def main() -> None:
@@ -35,6 +38,7 @@ def main() -> None:
                    help=f"model to train ({', '.join(MODELS)}; default: fast20k)")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], metavar="N",
                    help="torch thread counts to compare (default: 1 2)")
+    p.add_argument("--bf16", action="store_true", help="also time bfloat16 autocast (channels_last)")
     p.add_argument("--batch-size", type=int, default=128, help="images per training step (default 128)")
     p.add_argument("--steps", type=int, default=40, help="training steps per setting per round (default 40)")
     p.add_argument("--rounds", type=int, default=7, help="rounds; the first is a warm-up and not counted (default 7)")
@@ -57,21 +61,26 @@ def main() -> None:
     torch.manual_seed(0)
     base = build_model(args.model)
     threads = sorted(set(args.threads), reverse=True)
-    settings = [(layout, t) for t in threads for layout in LAYOUTS]  # the training loop's own setting first
+    settings: list[Setting] = []  # the training loop's own setting first
+    for t in threads:
+        settings += [(layout, t, "float32") for layout in LAYOUTS]
+        settings += [("channels_last", t, "bfloat16")] if args.bf16 else []
     models = {s: copy.deepcopy(base).to(memory_format=LAYOUTS[s[0]]) for s in settings}
     optims = {s: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for s, m in models.items()}
-    speed: dict[tuple[str, int], list[float]] = {s: [] for s in settings}
+    speed: dict[Setting, list[float]] = {s: [] for s in settings}
     for _ in range(args.rounds):
         for s in settings:
             torch.set_num_threads(s[1])
-            speed[s].append(images_per_second(models[s], optims[s], x_all, y_all, args.batch_size, fill))
+            speed[s].append(images_per_second(models[s], optims[s], x_all, y_all, args.batch_size, fill,
+                                              bf16=s[2] == "bfloat16"))
     print(f"CPU: {cpu_name()}, {torch.get_num_interop_threads()} interop thread(s), torch {torch.__version__}; "
           f"{args.model}, batch {args.batch_size}, {args.steps} steps x {args.rounds - 1} rounds (+1 warm-up)")
-    print(f"{'layout':<15}{'threads':>8}{'images/s':>10}{'60k-image epoch':>17}{'vs first':>10}")
+    print(f"{'layout':<15}{'threads':>8}{'precision':>10}{'images/s':>10}{'60k-image epoch':>17}{'vs first':>10}")
     first = statistics.median(speed[settings[0]][1:])
-    for layout, t in settings:
-        s = statistics.median(speed[layout, t][1:])
-        print(f"{layout:<15}{t:>8}{s:>10,.0f}{60000 / s:>15.1f} s{s / first:>9.2f}x")
+    for setting in settings:
+        s = statistics.median(speed[setting][1:])
+        layout, t, precision = setting
+        print(f"{layout:<15}{t:>8}{precision:>10}{s:>10,.0f}{60000 / s:>15.1f} s{s / first:>9.2f}x")
 
 
 if __name__ == "__main__":

@@ -25,12 +25,15 @@ from tinymnist.train import prepare_data
 
 
 def images_per_second(model: torch.nn.Module, optim: torch.optim.Optimizer, x_all: torch.Tensor,
-                      y_all: torch.Tensor, batch_size: int, fill: float) -> float:
-    """Train on x_all in batches (augment, forward, backward, update) and return the images per second."""
+                      y_all: torch.Tensor, batch_size: int, fill: float, bf16: bool = False) -> float:
+    """Train on x_all in batches (augment, forward, backward, update) and return the images per second;
+    bf16: the forward pass under bfloat16 autocast, as `--bf16` trains."""
     t0 = time.perf_counter()
     for k in range(0, len(y_all), batch_size):
         x, y = x_all[k:k + batch_size], y_all[k:k + batch_size]
-        loss = F.cross_entropy(model(random_affine(x, 10.0, 0.1, fill=fill)), y)
+        x = random_affine(x, 10.0, 0.1, fill=fill)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x), y)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()

@@ -101,8 +101,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--step-size", type=int, default=S,
                    help="for --schedule step: epochs between x0.1 decays (default: epochs / 3)")
     g.add_argument("--bf16", action="store_true", default=S,
-                   help="train the forward pass in bfloat16 (autocast); faster on CPUs with AMX or AVX-512 BF16 "
-                        "units, slower on others (default: off, float32)")
+                   help="train the forward pass in bfloat16 (autocast): faster on CPUs with AMX or AVX-512 BF16 "
+                        "units; no gain expected on others (default: off, float32)")
     g = p.add_argument_group("augmentation (training images only)")
     g.add_argument("--augment", choices=list(PRESETS), default=S,
                    help="preset strength: " + ", ".join(f"{k}=±{v[0]:g}°/±{v[1]:g}" for k, v in PRESETS.items()))

@@ -167,8 +167,9 @@ def train(
     params = check_budget(model, config.model, config.param_budget)
     data = data or prepare_data(config)
     rundir.create(run_dir, resume)
-    # channels_last lets oneDNN use its fast NHWC convolution kernels: about 1.5x less CPU time per epoch
-    # for these narrow convs (measured side by side). It changes the memory layout only, not the model.
+    # channels_last lets oneDNN use its NHWC convolution kernels. Whether that is faster depends on the CPU and
+    # the model (benchmarks/cpu_settings.py; RESULTS.md): 1.06-1.22x for fast20k but 0.83x for tiny20k on one
+    # Intel Xeon. It changes the memory layout only, not the model; kept so that results stay reproducible.
     model = model.to(memory_format=torch.channels_last)
     steps = _batches(len(data.train_y), config.batch_size)
     optimizer = make_optimizer(model, config)
