@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -69,7 +70,8 @@ def main() -> None:
             gains[split].append(tta - plain)
         cells = [f"{100 * row[split][i]:{width}.2f}" if split in row else f"{'-':>{width}}"
                  for split, i, width in (("val", 0, 8), ("val", 1, 9), ("test", 0, 8), ("test", 1, 10))]
-        print(f"{run.rstrip('/')[-47:]:<48}{''.join(cells)}", flush=True)
+        label = "/".join(Path(run).parts[-2:])  # suite/run: enough to tell the rows apart
+        print(f"{label[-47:]:<48}{''.join(cells)}", flush=True)
     for split, g in gains.items():
         if g:
             better = sum(d > 0 for d in g)
