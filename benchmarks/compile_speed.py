@@ -7,7 +7,6 @@ of the rounds is reported. The time-to-accuracy targets are 10 s and 45 s, so th
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -15,6 +14,7 @@ import time
 import torch
 import torch.nn as nn
 
+from tinymnist.cli import OneLineParser
 from tinymnist.config import TrainConfig
 from tinymnist.errors import TinyMnistError
 from tinymnist.models import MODELS, build_model
@@ -23,7 +23,7 @@ from tinymnist.train import make_optimizer, prepare_data
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    p = OneLineParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--model", default="fast20k", choices=list(MODELS), help="model to train (default fast20k)")
     p.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
     p.add_argument("--steps", type=int, default=50, help="training steps per model per round (default 50)")

@@ -12,7 +12,6 @@ the most threads asked for).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import sys
@@ -20,6 +19,7 @@ import sys
 import torch
 from model_speed import images_per_second  # benchmarks/ is on sys.path when this script runs
 
+from tinymnist.cli import OneLineParser
 from tinymnist.config import TrainConfig
 from tinymnist.data import NORMALIZATION
 from tinymnist.errors import TinyMnistError
@@ -33,7 +33,7 @@ Setting = tuple[str, int, str]
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    p = OneLineParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--model", default="fast20k", choices=list(MODELS), metavar="MODEL",
                    help=f"model to train ({', '.join(MODELS)}; default: fast20k)")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], metavar="N",

@@ -7,12 +7,12 @@ Target (foundation issue): augmentation costs <= 30% over the no-augmentation ep
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 
 import torch
 
+from tinymnist.cli import OneLineParser
 from tinymnist.config import TrainConfig
 from tinymnist.rundir import cpu_name
 from tinymnist.train import prepare_data, train
@@ -27,7 +27,7 @@ def one_epoch(model: str, augment: bool, data, root: str, tag: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["tiny20k", "seed"])
     parser.add_argument("--repeats", type=int, default=2, help="epochs per setting; the median is reported")
     args = parser.parse_args()

@@ -7,7 +7,6 @@ noise hits them alike; the median of the rounds is reported, with each model's s
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -16,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from tinymnist.augment import random_affine
+from tinymnist.cli import OneLineParser
 from tinymnist.config import TrainConfig
 from tinymnist.data import NORMALIZATION
 from tinymnist.errors import TinyMnistError
@@ -41,7 +41,7 @@ def images_per_second(model: torch.nn.Module, optim: torch.optim.Optimizer, x_al
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    p = OneLineParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--models", nargs="+", default=["tiny20k", "fast20k", "seed"], choices=list(MODELS),
                    metavar="MODEL", help=f"models to compare, the first is the baseline ({', '.join(MODELS)}; "
                                          "default: tiny20k fast20k seed)")

@@ -9,13 +9,13 @@ an idle machine and again beside another busy process to see why `fused` is not 
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
 
 import torch
 
+from tinymnist.cli import OneLineParser
 from tinymnist.config import TrainConfig
 from tinymnist.models import MODELS, build_model
 from tinymnist.rundir import cpu_name
@@ -25,7 +25,7 @@ KINDS = {"per-parameter": {"foreach": False}, "foreach": {"foreach": True}, "fus
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    p = OneLineParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--model", default="fast20k", choices=list(MODELS), help="model whose parameters to update")
     p.add_argument("--steps", type=int, default=300, help="optimizer steps per round (default 300)")
     p.add_argument("--rounds", type=int, default=7, help="rounds; the first is a warm-up, not counted (default 7)")

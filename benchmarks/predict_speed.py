@@ -13,7 +13,6 @@ first (1 epoch on 5,000 images: a few seconds; speed does not depend on how well
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ import onnxruntime
 import torch
 from PIL import Image
 
+from tinymnist.cli import OneLineParser
 from tinymnist.config import TrainConfig
 from tinymnist.data import locate, read_split
 from tinymnist.export import export
@@ -61,7 +61,7 @@ def _timed(fn) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", nargs="?", help="a finished run directory (default: train a small one)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for both backends (default: 1)")
     parser.add_argument("--calls", type=int, default=300, help="calls per latency measurement (default: 300)")

@@ -10,7 +10,6 @@ The re-rendering (dark ink on off-white paper, 100-300 px, off-centre on a large
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -22,6 +21,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from digit_images import render_like_a_person  # noqa: E402
 
+from tinymnist.cli import OneLineParser
 from tinymnist.data import load_dataset  # noqa: E402
 from tinymnist.errors import TinyMnistError  # noqa: E402
 from tinymnist.predict import from_run_dir  # noqa: E402
@@ -35,7 +35,7 @@ def naive(path: Path) -> torch.Tensor:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("run_dir", help="a finished MNIST run directory")
     p.add_argument("--n", type=int, default=500, help="first N test digits (default 500)")
     args = p.parse_args()

@@ -10,7 +10,6 @@ convolutions.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import defaultdict
 
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from tinymnist.augment import random_affine
+from tinymnist.cli import OneLineParser
 from tinymnist.config import TrainConfig
 from tinymnist.data import NORMALIZATION
 from tinymnist.errors import TinyMnistError
@@ -38,7 +38,7 @@ def family(op: str) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    p = OneLineParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--model", default="tiny20k", choices=list(MODELS), help="model to profile (default tiny20k)")
     p.add_argument("--batch-size", type=int, default=128, help="images per step (default 128)")
     p.add_argument("--steps", type=int, default=30, help="profiled steps, after 5 warm-up steps (default 30)")

@@ -8,7 +8,6 @@ finished seeds (summary.json present) are reused, interrupted ones resume from t
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -16,13 +15,14 @@ from pathlib import Path
 
 import torch
 
+from tinymnist.cli import OneLineParser
 from tinymnist.config import TrainConfig, config_from_dict, load_toml
 from tinymnist.rundir import CHECKPOINT, SUMMARY, cpu_name
 from tinymnist.train import train
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="TOML file with the training options")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--out", default="runs/zoo", help="parent folder of the run directories")

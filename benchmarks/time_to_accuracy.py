@@ -12,7 +12,6 @@ the reference runs once, after the candidates.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -20,6 +19,7 @@ import time
 
 import torch
 
+from tinymnist.cli import OneLineParser
 from tinymnist.config import TrainConfig, config_from_dict, load_toml
 from tinymnist.errors import TinyMnistError
 from tinymnist.models import build_model, check_budget
@@ -56,7 +56,7 @@ def time_to(config: TrainConfig, target: float, root: str) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    p = OneLineParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--config", help="TOML file for the config under test (default: the default TrainConfig)")
     p.add_argument("--target", type=float, default=0.994, help="test accuracy to reach, in (0, 1] (default 0.994)")
     p.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")

@@ -11,7 +11,6 @@ beside it, labelled; whether TTA helps is judged on validation splits first.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from tinymnist.cli import OneLineParser
 from tinymnist.data import NORMALIZATION
 from tinymnist.errors import TinyMnistError
 from tinymnist.evaluate import predict_logits
@@ -44,7 +44,7 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, fill:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    p = OneLineParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished run directories")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
     args = p.parse_args()
@@ -52,11 +52,14 @@ def main() -> None:
         sys.exit(f"error: --threads must not be negative, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:  # every run directory is checked before any work starts
+        runs = [(run, *load_model(run)) for run in args.runs]
+    except TinyMnistError as e:
+        sys.exit(f"error: {e}")
     print(f"{'run':<48}{'val':>8}{'val+TTA':>9}{'test':>8}{'test+TTA':>10}")
     gains: dict[str, list[float]] = {"val": [], "test": []}
-    for run in args.runs:
+    for run, model, config in runs:
         try:
-            model, config = load_model(run)
             data = prepare_data(config)
         except TinyMnistError as e:
             sys.exit(f"error: {e}")

@@ -53,6 +53,11 @@ def test_summary_of_seed(capsys):
         (["--momentum", "1.5"], "--momentum: must be below 1"),
         (["--rotate", "400"], "--rotate: is a maximum angle in degrees and must be at most 180"),
         (["--epochs", "x"], "tinymnist train: error: argument --epochs: invalid int value: 'x'"),
+        (["--momentum", "nan"], "--momentum: must be a finite number, got nan"),
+        (["--weight-decay", "inf"], "--weight-decay: must be a finite number, got inf"),
+        (["--rotate", "nan"], "--rotate: must be a finite number"),
+        (["--translate", "nan"], "--translate: must be a finite number"),
+        (["--data-dir", "/etc/passwd"], "--data-dir /etc/passwd: is a file, not a folder"),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, args, expected):

@@ -95,6 +95,8 @@ def test_grid_file_explicit_configs(tmp_path):
                                                                                        "translate": 0.15})]
     plan = ex.plan_suite(suite, {"runs_root": str(tmp_path), "epochs": 2}, seeds=1)
     assert all(r.config.model == "tiny8k" and r.config.epochs == 2 for r in plan.runs)  # flags beat [base]
+    # the plan states what every configuration shares, not only what each one changes
+    assert "\n  shared options: model=tiny8k\n" in ex.describe_plan(plan)
 
 
 def test_grid_file_cartesian_product(tmp_path):

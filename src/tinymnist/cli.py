@@ -17,7 +17,7 @@ from .errors import TinyMnistError
 Handler = Callable[[argparse.Namespace], int]
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line that points at --help, and exit code 2 (argparse's own
     message starts with a usage block that is longer than the mistake)."""
 
@@ -88,7 +88,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--optimizer", default=S, help=f"{', '.join(OPTIMIZERS)} (default: {d.optimizer})")
     g.add_argument("--lr", type=float, default=S,
                    help=f"learning rate; the peak rate for onecycle (default: {d.lr})")
-    g.add_argument("--momentum", type=float, default=S, help=f"SGD momentum (default: {d.momentum})")
+    g.add_argument("--momentum", type=float, default=S,
+                   help=f"SGD momentum; the onecycle schedule moves it within ±0.05 of this (default: {d.momentum})")
     g.add_argument("--weight-decay", type=float, default=S,
                    help=f"L2 penalty on conv/linear weights, not on BatchNorm or biases (default: {d.weight_decay})")
     g.add_argument("--label-smoothing", type=float, default=S,
@@ -100,9 +101,10 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help=f"learning-rate schedule: {', '.join(SCHEDULES)} (default: {d.schedule})")
     g.add_argument("--step-size", type=int, default=S,
                    help="for --schedule step: epochs between x0.1 decays (default: epochs / 3)")
-    g.add_argument("--bf16", action="store_true", default=S,
-                   help="train the forward pass in bfloat16 (autocast): faster on CPUs with AMX or AVX-512 BF16 "
-                        "units; no gain expected on others (default: off, float32)")
+    g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=S,
+                   help="train the forward pass in bfloat16 (autocast): faster on CPUs with bfloat16 units (AMX, "
+                        "AVX-512 BF16); no gain expected on others (default: off, float32; --no-bf16 overrides a "
+                        "config file)")
     g = p.add_argument_group("augmentation (training images only)")
     g.add_argument("--augment", choices=list(PRESETS), default=S,
                    help="preset strength: " + ", ".join(f"{k}=±{v[0]:g}°/±{v[1]:g}" for k, v in PRESETS.items()))
@@ -122,7 +124,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=S, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--runs-root", default=S, help=f"where run directories go (default: {d.runs_root})")
     g.add_argument("--name", default=S, help="run directory name (default: <model>-<date>-<time>)")
-    g.add_argument("--tensorboard", action="store_true", default=S, help="also log scalars for TensorBoard")
+    g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=S,
+                   help="also log scalars for TensorBoard (default: off)")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -199,6 +202,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             else "no augmentation"
         extras = "".join(f", {name} {value}" for name, value in
                          (("label smoothing", config.label_smoothing), ("EMA", config.ema)) if value)
+        extras += ", bfloat16 forward pass" if config.bf16 else ""
         params = check_budget(build_model(config.model, config.dropout), config.model, config.param_budget)
         print(f"training {config.model} ({params:,} params) "
               f"for {_plural(config.epochs, 'epoch')}: {config.optimizer} lr {config.lr:g}, "
@@ -514,14 +518,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .data import DATASETS
     from .models import DEFAULT_MODEL
 
-    parser = _Parser(
+    parser = OneLineParser(
         prog="tinymnist",
         description="Train tiny (< 20k parameter) CNNs on MNIST / Fashion-MNIST on a CPU, and inspect them.",
     )
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"tinymnist {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
 
     p = sub.add_parser("train", help="train a model and save a run directory",
                        description="Train one model. Options come from built-in defaults, then --config FILE "
@@ -532,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("data", help="inspect the dataset files")
-    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser, required=True)
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=OneLineParser, required=True)
     c = dsub.add_parser("check", help="validate the IDX files; print sizes, sha256 and official-checksum status")
     c.add_argument("--dataset", default="mnist", choices=list(DATASETS), help="which dataset (default: mnist)")
     c.add_argument("--data-dir", help="folder with the four IDX files (default: search, see README)")

@@ -78,8 +78,11 @@ class TrainConfig:
             raise bad("lr", f"must be a positive number, got {self.lr}")
         for name in ("momentum", "weight_decay", "rotate", "translate", "step_size", "val_split",
                      "train_subset", "test_subset", "threads"):
-            if getattr(self, name) < 0:
-                raise bad(name, f"must not be negative, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if isinstance(value, float) and not math.isfinite(value):  # nan passes every < and > check below
+                raise bad(name, f"must be a finite number, got {value}")
+            if value < 0:
+                raise bad(name, f"must not be negative, got {value}")
         if self.momentum >= 1:
             raise bad("momentum", f"must be below 1 (at 1 or more the update never decays and training diverges), "
                                   f"got {self.momentum}")

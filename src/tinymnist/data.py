@@ -222,7 +222,8 @@ def locate(dataset: str = "mnist", data_dir: str | Path | None = None, allow_dow
     if data_dir is not None and not _has_files(Path(data_dir)):
         # An explicit --data-dir that is wrong is a mistake to report, not to silently route around.
         if not Path(data_dir).is_dir():
-            raise TinyMnistError(f"--data-dir {data_dir}: no such folder")
+            why = "is a file, not a folder" if Path(data_dir).exists() else "no such folder"
+            raise TinyMnistError(f"--data-dir {data_dir}: {why}")
         missing = [s + "[.gz]" for pair in SPLIT_FILES.values() for s in pair
                    if not any((Path(data_dir) / n).is_file() for n in (s, s + ".gz"))]
         if len(missing) == 4:

@@ -813,7 +813,8 @@ def describe_plan(plan: Plan) -> str:
              f"  {len(plan.configs)} configuration(s) x {len(plan.seeds)} seed(s) "
              f"({', '.join(map(str, plan.seeds))}) = {len(plan.runs)} runs of {'/'.join(map(str, epochs))} "
              f"{'epoch' if epochs == [1] else 'epochs'} "
-             f"(suite default {SUITE_EPOCHS}) in {plan.directory}"]
+             f"(suite default {SUITE_EPOCHS}) in {plan.directory}",
+             f"  shared options: {_base_options(plan.base)}"]
     for label, overrides, config in plan.configs:
         runs = [r for r in plan.runs if r.label == label]
         states = {s: sum(r.state == s for r in runs) for s in ("finished", "unreported", "partial", "stale", "new")}

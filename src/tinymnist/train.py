@@ -109,9 +109,18 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_p
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total), True
     if config.schedule == "onecycle":
-        # Warm up for the first 20% of steps, then anneal to ~0 along a cosine; also cycles SGD momentum.
+        # Warm up for the first 20% of steps, then anneal to ~0 along a cosine. One-cycle also moves SGD's
+        # momentum against the rate (lowest at the peak rate): here within ±0.05 of --momentum (less near 0 and 1),
+        # which for the default 0.9 is PyTorch's own 0.85-0.95; --momentum 0 stays 0. (Rounded so that 0.9 gives
+        # exactly 0.85 and 0.95.) Adam's beta1 keeps PyTorch's 0.85-0.95 cycle.
+        cycle = {}
+        if config.optimizer == "sgd":
+            half = round(min(0.05, config.momentum, (1 - config.momentum) / 2), 10)
+            cycle = dict(cycle_momentum=half > 0, base_momentum=round(config.momentum - half, 10),
+                         max_momentum=round(config.momentum + half, 10))
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=total, pct_start=0.2, div_factor=20, final_div_factor=200
+            optimizer, max_lr=config.lr, total_steps=total, pct_start=0.2, div_factor=20, final_div_factor=200,
+            **cycle,
         ), True
     return None, False
 
