@@ -8,12 +8,15 @@ Target (foundation issue): augmentation costs <= 30% over the no-augmentation ep
 from __future__ import annotations
 
 import statistics
+import sys
 import tempfile
 
 import torch
 
 from tinymnist.cli import OneLineParser
 from tinymnist.config import TrainConfig
+from tinymnist.errors import TinyMnistError
+from tinymnist.models import MODELS
 from tinymnist.rundir import cpu_name
 from tinymnist.train import prepare_data, train
 
@@ -28,10 +31,16 @@ def one_epoch(model: str, augment: bool, data, root: str, tag: str) -> float:
 
 def main() -> None:
     parser = OneLineParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["tiny20k", "seed"])
+    parser.add_argument("--models", nargs="+", default=["tiny20k", "seed"], choices=list(MODELS), metavar="MODEL",
+                        help=f"models to time ({', '.join(MODELS)}; default: tiny20k seed)")
     parser.add_argument("--repeats", type=int, default=2, help="epochs per setting; the median is reported")
     args = parser.parse_args()
-    data = prepare_data(TrainConfig())
+    if args.repeats < 1:
+        sys.exit(f"error: --repeats must be at least 1, got {args.repeats}")
+    try:
+        data = prepare_data(TrainConfig())
+    except TinyMnistError as e:
+        sys.exit(f"error: {e}")
     print(f"CPU: {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"{data.info['train_images']} training images, {data.info['test_images']} test images per epoch")
     print(f"{'model':<10}{'no aug (s)':>12}{'aug (s)':>10}{'aug cost':>10}")

@@ -27,6 +27,7 @@ from PIL import Image
 from tinymnist.cli import OneLineParser
 from tinymnist.config import TrainConfig
 from tinymnist.data import locate, read_split
+from tinymnist.errors import TinyMnistError
 from tinymnist.export import export
 from tinymnist.models import count_parameters
 from tinymnist.predict import Predictor, from_onnx, from_run_dir, predict_files
@@ -68,8 +69,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2000, help="test images for batch throughput (default: 2000)")
     parser.add_argument("--files", type=int, default=200, help="PNG files for end-to-end throughput (default: 200)")
     args = parser.parse_args()
+    for flag, value in (("--threads", args.threads), ("--calls", args.calls), ("--batch", args.batch),
+                        ("--files", args.files)):
+        if value < 1:
+            sys.exit(f"error: {flag} must be at least 1, got {value}")
+    if args.files > 10_000:
+        sys.exit(f"error: --files is at most 10,000 (one per test image), got {args.files:,}")
     torch.set_num_threads(args.threads)
+    try:
+        run(args)
+    except TinyMnistError as e:
+        sys.exit(f"error: {e}")
 
+
+def run(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         run_dir = Path(args.run_dir) if args.run_dir else None

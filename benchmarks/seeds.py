@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 
 from tinymnist.cli import OneLineParser
 from tinymnist.config import TrainConfig, config_from_dict, load_toml
+from tinymnist.errors import TinyMnistError
 from tinymnist.rundir import CHECKPOINT, SUMMARY, cpu_name
 from tinymnist.train import train
 
@@ -28,7 +30,19 @@ def main() -> None:
     p.add_argument("--out", default="runs/zoo", help="parent folder of the run directories")
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (0 = torch's default)")
     args = p.parse_args()
-    base = config_from_dict(load_toml(args.config), TrainConfig(threads=args.threads), source=args.config)
+    if args.threads < 0:
+        sys.exit(f"error: --threads must not be negative, got {args.threads}")
+    try:
+        base = config_from_dict(load_toml(args.config), TrainConfig(threads=args.threads), source=args.config)
+        base.validate(lambda option: f"{args.config}: option '{option}'")
+        for seed in args.seeds:  # every seed is checked before the first one trains
+            base.replace(seed=seed).validate(lambda option: f"--{option}")
+        run(args, base)
+    except TinyMnistError as e:
+        sys.exit(f"error: {e}")
+
+
+def run(args, base: TrainConfig) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     stem = Path(args.config).stem

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from tinymnist.cli import OneLineParser
-from tinymnist.data import NORMALIZATION
+from tinymnist.data import NORMALIZATION, locate
 from tinymnist.errors import TinyMnistError
 from tinymnist.evaluate import predict_logits
 from tinymnist.rundir import load_model
@@ -52,8 +52,10 @@ def main() -> None:
         sys.exit(f"error: --threads must not be negative, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:  # every run directory is checked before any work starts
+    try:  # every run directory, and the data it was trained on, is checked before any work starts
         runs = [(run, *load_model(run)) for run in args.runs]
+        for _, _, config in runs:
+            locate(config.dataset, config.data_dir, allow_download=False)
     except TinyMnistError as e:
         sys.exit(f"error: {e}")
     print(f"{'run':<48}{'val':>8}{'val+TTA':>9}{'test':>8}{'test+TTA':>10}")

@@ -103,8 +103,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help="for --schedule step: epochs between x0.1 decays (default: epochs / 3)")
     g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=S,
                    help="train the forward pass in bfloat16 (autocast): faster on CPUs with bfloat16 units (AMX, "
-                        "AVX-512 BF16); no gain expected on others (default: off, float32; --no-bf16 overrides a "
-                        "config file)")
+                        "AVX-512 BF16); no gain expected on others (default: off, float32; --no-bf16 turns it off "
+                        "again, e.g. over a config file)")
     g = p.add_argument_group("augmentation (training images only)")
     g.add_argument("--augment", choices=list(PRESETS), default=S,
                    help="preset strength: " + ", ".join(f"{k}=±{v[0]:g}°/±{v[1]:g}" for k, v in PRESETS.items()))

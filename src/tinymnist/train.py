@@ -116,7 +116,8 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_p
         cycle = {}
         if config.optimizer == "sgd":
             half = round(min(0.05, config.momentum, (1 - config.momentum) / 2), 10)
-            cycle = dict(cycle_momentum=half > 0, base_momentum=round(config.momentum - half, 10),
+            # a band narrower than 1e-6 is no cycle (and rounding could push its ends out of [0, 1))
+            cycle = dict(cycle_momentum=half >= 1e-6, base_momentum=max(0.0, round(config.momentum - half, 10)),
                          max_momentum=round(config.momentum + half, 10))
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=config.lr, total_steps=total, pct_start=0.2, div_factor=20, final_div_factor=200,
