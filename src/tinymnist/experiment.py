@@ -815,12 +815,14 @@ def describe_plan(plan: Plan) -> str:
              f"{'epoch' if epochs == [1] else 'epochs'} "
              f"(suite default {SUITE_EPOCHS}) in {plan.directory}",
              f"  shared options: {_base_options(plan.base)}"]
-    for label, overrides, config in plan.configs:
+    options = [", ".join(f"{k}={_value_text(v)}" for k, v in overrides.items()) or "base"
+               for _, overrides, _ in plan.configs]
+    width = max([40, *map(len, options)])  # long option lists widen the column instead of pushing the rest out
+    for (label, _, config), opts in zip(plan.configs, options, strict=True):
         runs = [r for r in plan.runs if r.label == label]
         states = {s: sum(r.state == s for r in runs) for s in ("finished", "unreported", "partial", "stale", "new")}
         state = ", ".join(f"{n} {s}" for s, n in states.items() if n)
-        opts = ", ".join(f"{k}={_value_text(v)}" for k, v in overrides.items()) or "base"
-        lines.append(f"  {label:<20} {opts:<40} {config.model:<9} {runs[0].params:>7,} params  [{state}]")
+        lines.append(f"  {label:<20} {opts:<{width}} {config.model:<9} {runs[0].params:>7,} params  [{state}]")
     return "\n".join(lines)
 
 
