@@ -17,15 +17,11 @@ import statistics
 import sys
 
 import torch
-from model_speed import images_per_second  # benchmarks/ is on sys.path when this script runs
+from model_speed import images_per_second, training_batches  # benchmarks/ is on sys.path when run
 
 from tinymnist.cli import OneLineParser
-from tinymnist.config import TrainConfig
-from tinymnist.data import NORMALIZATION
-from tinymnist.errors import TinyMnistError
 from tinymnist.models import MODELS, build_model
 from tinymnist.rundir import cpu_name
-from tinymnist.train import prepare_data
 
 LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 # (layout, threads, precision); the precision is float32 unless --bf16 adds bfloat16 rows
@@ -48,16 +44,7 @@ def main() -> None:
                              ("--rounds", args.rounds, 2), ("--threads", min(args.threads), 1)):
         if value < low:
             sys.exit(f"error: {flag} must be at least {low}, got {value}")
-    try:
-        data = prepare_data(TrainConfig(data_dir=args.data_dir))
-    except TinyMnistError as e:
-        sys.exit(f"error: {e}")
-    n = args.batch_size * args.steps
-    if n > len(data.train_y):
-        sys.exit(f"error: --batch-size x --steps = {n:,} images per round, more than the {len(data.train_y):,} "
-                 "training images")
-    x_all, y_all = data.train_x[:n], data.train_y[:n]
-    fill = -NORMALIZATION["mnist"][0] / NORMALIZATION["mnist"][1]
+    x_all, y_all, fill = training_batches(args.data_dir, args.batch_size, args.steps)
     torch.manual_seed(0)
     base = build_model(args.model)
     threads = sorted(set(args.threads), reverse=True)

@@ -24,6 +24,20 @@ from tinymnist.rundir import cpu_name
 from tinymnist.train import prepare_data
 
 
+def training_batches(data_dir: str | None, batch_size: int, steps: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The first batch_size x steps real MNIST training images (normalised), their labels, and the background
+    value augmentation fills in; a one-line exit if the data is missing or too short."""
+    try:
+        data = prepare_data(TrainConfig(data_dir=data_dir))
+    except TinyMnistError as e:
+        sys.exit(f"error: {e}")
+    n = batch_size * steps
+    if n > len(data.train_y):
+        sys.exit(f"error: --batch-size x --steps = {n:,} images per round, more than the {len(data.train_y):,} "
+                 "training images")
+    return data.train_x[:n], data.train_y[:n], -NORMALIZATION["mnist"][0] / NORMALIZATION["mnist"][1]
+
+
 def images_per_second(model: torch.nn.Module, optim: torch.optim.Optimizer, x_all: torch.Tensor,
                       y_all: torch.Tensor, batch_size: int, fill: float, bf16: bool = False) -> float:
     """Train on x_all in batches (augment, forward, backward, update) and return the images per second;
@@ -55,18 +69,9 @@ def main() -> None:
                              ("--rounds", args.rounds, 2), ("--threads", args.threads, 0)):
         if value < low:
             sys.exit(f"error: {flag} must be at least {low}, got {value}")
-    try:
-        data = prepare_data(TrainConfig(data_dir=args.data_dir))
-    except TinyMnistError as e:
-        sys.exit(f"error: {e}")
-    n = args.batch_size * args.steps
-    if n > len(data.train_y):
-        sys.exit(f"error: --batch-size x --steps = {n:,} images per round, more than the {len(data.train_y):,} "
-                 "training images")
+    x_all, y_all, fill = training_batches(args.data_dir, args.batch_size, args.steps)
     if args.threads:
         torch.set_num_threads(args.threads)
-    x_all, y_all = data.train_x[:n], data.train_y[:n]
-    fill = -NORMALIZATION["mnist"][0] / NORMALIZATION["mnist"][1]
     torch.manual_seed(0)
     # channels_last, as the training loop runs them
     models = {m: build_model(m).to(memory_format=torch.channels_last) for m in args.models}

@@ -37,10 +37,10 @@ def shifted(images: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor
     return padded[..., 1 - dy:1 - dy + h, 1 - dx:1 - dx + w]
 
 
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, fill: float, tta: bool) -> float:
-    views = SHIFTS if tta else SHIFTS[:1]
-    probs = sum(predict_logits(model, shifted(images, dy, dx, fill)).softmax(1) for dy, dx in views)
-    return (probs.argmax(1) == labels).float().mean().item()
+def accuracies(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, fill: float) -> tuple[float, float]:
+    """(plain accuracy, TTA accuracy): the unshifted view is the plain prediction and the first of the five."""
+    probs = [predict_logits(model, shifted(images, dy, dx, fill)).softmax(1) for dy, dx in SHIFTS]
+    return tuple((p.argmax(1) == labels).float().mean().item() for p in (probs[0], sum(probs)))
 
 
 def main() -> None:
@@ -70,7 +70,7 @@ def main() -> None:
         for split, x, y in (("val", data.val_x, data.val_y), ("test", data.test_x, data.test_y)):
             if x is None:
                 continue
-            plain, tta = accuracy(model, x, y, fill, False), accuracy(model, x, y, fill, True)
+            plain, tta = accuracies(model, x, y, fill)
             row[split] = (plain, tta)
             gains[split].append(tta - plain)
         cells = [f"{100 * row[split][i]:{width}.2f}" if split in row else f"{'-':>{width}}"
