@@ -19,7 +19,8 @@ import torch
 from tinymnist.cli import OneLineParser
 from tinymnist.config import TrainConfig, config_from_dict, load_toml
 from tinymnist.errors import TinyMnistError
-from tinymnist.rundir import CHECKPOINT, SUMMARY, cpu_name
+from tinymnist.experiment import comparable, differences
+from tinymnist.rundir import CHECKPOINT, CONFIG, SUMMARY, cpu_name, read_config
 from tinymnist.train import train
 
 
@@ -32,19 +33,28 @@ def main() -> None:
     args = p.parse_args()
     if args.threads < 0:
         sys.exit(f"error: --threads must not be negative, got {args.threads}")
+    if len(set(args.seeds)) < len(args.seeds):
+        sys.exit(f"error: --seeds repeats a seed ({' '.join(map(str, args.seeds))}); each counts once in the mean")
     try:
         base = config_from_dict(load_toml(args.config), TrainConfig(threads=args.threads), source=args.config)
         base.validate(lambda option: f"{args.config}: option '{option}'")
-        for seed in args.seeds:  # every seed is checked before the first one trains
-            base.replace(seed=seed).validate(lambda option: f"--{option}")
+        for seed in args.seeds:  # every seed, and any earlier run it would reuse, is checked before one trains
+            wanted = base.replace(seed=seed)
+            wanted.validate(lambda option: "--seeds")
+            existing = Path(args.out) / f"{Path(args.config).stem}-s{seed}"
+            if (existing / CONFIG).exists():
+                saved, _ = read_config(existing)
+                if comparable(saved) != comparable(wanted):
+                    raise TinyMnistError(f"{existing} exists with other options ({differences(saved, wanted)}); "
+                                         "use another --out or remove it")
         run(args, base)
     except TinyMnistError as e:
         sys.exit(f"error: {e}")
 
 
 def run(args, base: TrainConfig) -> None:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if base.threads:  # from --threads or the config file: what every run will use
+        torch.set_num_threads(base.threads)
     stem = Path(args.config).stem
     print(f"{stem}: {base.model}, {base.epochs} epochs; CPU {cpu_name()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}", flush=True)
@@ -57,15 +67,16 @@ def run(args, base: TrainConfig) -> None:
             train(cfg, resume=(run_dir / CHECKPOINT).exists(),
                   on_epoch=lambda m, s=seed: print(f"  seed {s} epoch {m['epoch']:>2} test {100 * m['test_acc']:.2f}%"
                                                    f" {m['seconds']:.1f}s", flush=True))
-            print(f"  seed {seed} done in {time.perf_counter() - t:.0f}s", flush=True)
+            print(f"  seed {seed} done in {time.perf_counter() - t:.0f}s (with data loading and report)", flush=True)
         summary = json.loads((run_dir / SUMMARY).read_text())
         rows.append(summary)
-        print(f"seed {seed}: final test {100 * summary['final_test_acc']:.2f}%  ({summary['wall_seconds']:.0f} s)",
+        print(f"seed {seed}: final test {100 * summary['final_test_acc']:.2f}%  ({summary['wall_seconds']:.0f} s "
+              "training + evaluation)",
               flush=True)
     accs = [100 * r["final_test_acc"] for r in rows]
-    std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+    spread = f" ± {statistics.stdev(accs):.2f}% (sample std)" if len(accs) > 1 else "% (one seed: no spread)"
     print(f"{stem}: {rows[0]['params']:,} params, {base.epochs} epochs, seeds {args.seeds}: "
-          f"final test acc {statistics.mean(accs):.2f} ± {std:.2f}% (sample std), min {min(accs):.2f}%, "
+          f"final test acc {statistics.mean(accs):.2f}{spread}, min {min(accs):.2f}%, "
           f"per seed {', '.join(f'{a:.2f}' for a in accs)}; mean wall "
           f"{statistics.mean(r['wall_seconds'] for r in rows):.0f} s")
 

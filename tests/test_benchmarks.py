@@ -18,6 +18,7 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
         ("tta_accuracy.py", [], "the following arguments are required: RUN_DIR"),
         ("predict_speed.py", ["--calls", "0"], "error: --calls must be at least 1, got 0"),
         ("seeds.py", ["--config", "/nonexistent.toml"], "error: /nonexistent.toml: config file not found"),
+        ("seeds.py", ["--config", "x.toml", "--seeds", "0", "0"], "error: --seeds repeats a seed (0 0)"),
         ("epoch_time.py", ["--repeats", "0"], "error: --repeats must be at least 1, got 0"),
         ("time_to_accuracy.py", ["--target", "2"], "error: --target is a test accuracy in (0, 1], got 2.0"),
         ("model_speed.py", ["--steps", "0"], "error: --steps must be at least 1, got 0"),

@@ -202,6 +202,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             else "no augmentation"
         extras = "".join(f", {name} {value}" for name, value in
                          (("label smoothing", config.label_smoothing), ("EMA", config.ema)) if value)
+        extras += f", momentum {config.momentum:g}" if config.optimizer == "sgd" and config.momentum != 0.9 else ""
         extras += ", bfloat16 forward pass" if config.bf16 else ""
         params = check_budget(build_model(config.model, config.dropout), config.model, config.param_budget)
         print(f"training {config.model} ({params:,} params) "

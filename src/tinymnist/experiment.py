@@ -247,7 +247,7 @@ def comparable(config: TrainConfig) -> dict:
     return d
 
 
-def _differences(a: TrainConfig, b: TrainConfig) -> str:
+def differences(a: TrainConfig, b: TrainConfig) -> str:
     da, db = comparable(a), comparable(b)
     return ", ".join(f"{k}: {da[k]!r} there, {db[k]!r} now" for k in da if da[k] != db[k])
 
@@ -265,7 +265,7 @@ def _inspect_existing(run: PlannedRun) -> str | None:
             saved, _ = rundir.read_config(d)
         except TinyMnistError as e:
             return str(e)
-        diff = _differences(saved, run.config)
+        diff = differences(saved, run.config)
         if diff:
             return f"{d}: exists with other options ({diff})"
     if (d / rundir.SUMMARY).is_file():
@@ -817,12 +817,14 @@ def describe_plan(plan: Plan) -> str:
              f"  shared options: {_base_options(plan.base)}"]
     options = [", ".join(f"{k}={_value_text(v)}" for k, v in overrides.items()) or "base"
                for _, overrides, _ in plan.configs]
-    width = max([40, *map(len, options)])  # long option lists widen the column instead of pushing the rest out
+    # long labels and option lists widen their columns instead of pushing the rest of the line out
+    lw = max([20, *(len(label) for label, _, _ in plan.configs)])
+    width = max([40, *map(len, options)])
     for (label, _, config), opts in zip(plan.configs, options, strict=True):
         runs = [r for r in plan.runs if r.label == label]
         states = {s: sum(r.state == s for r in runs) for s in ("finished", "unreported", "partial", "stale", "new")}
         state = ", ".join(f"{n} {s}" for s, n in states.items() if n)
-        lines.append(f"  {label:<20} {opts:<{width}} {config.model:<9} {runs[0].params:>7,} params  [{state}]")
+        lines.append(f"  {label:<{lw}} {opts:<{width}} {config.model:<9} {runs[0].params:>7,} params  [{state}]")
     return "\n".join(lines)
 
 
