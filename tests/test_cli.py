@@ -58,14 +58,29 @@ def test_summary_of_seed(capsys):
         (["--rotate", "nan"], "--rotate: must be a finite number"),
         (["--translate", "nan"], "--translate: must be a finite number"),
         (["--data-dir", "/etc/passwd"], "--data-dir /etc/passwd: is a file, not a folder"),
+        (["--train-subset", "70000"], "--train-subset 70,000: there are only 60,000 training images"),
+        (["--val-split", "5000", "--train-subset", "58000"],
+         "--train-subset 58,000: there are only 55,000 training images after the 5,000 held out by --val-split"),
+        (["--test-subset", "20000"], "--test-subset 20,000: there are only 10,000 test images"),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, args, expected):
-    r = run_cli("train", "--runs-root", str(tmp_path), *args, "--train-subset", "200", "--test-subset", "100")
+    r = run_cli("train", "--runs-root", str(tmp_path), "--train-subset", "200", "--test-subset", "100", *args)
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+    if "--runs-root" not in args and "--config" not in args:
+        assert not any(tmp_path.iterdir()), "a refused run must not leave a folder behind"
+
+
+def test_experiment_refuses_a_wrong_data_dir_before_creating_anything(tmp_path):
+    root = tmp_path / "runs"
+    r = run_cli("experiment", "dropout", "--seeds", "1", "--runs-root", str(root), "--data-dir", str(tmp_path))
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"--data-dir {tmp_path}: no mnist IDX files there" in lines[0], r.stderr
+    assert not root.exists() and r.stdout == ""
 
 
 def test_malformed_config_file(tmp_path):

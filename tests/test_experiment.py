@@ -99,6 +99,25 @@ def test_grid_file_explicit_configs(tmp_path):
     assert "\n  shared options: model=tiny8k\n" in ex.describe_plan(plan)
 
 
+@pytest.mark.parametrize("text,expected", [
+    ('[base]\nepochs = 0\n[[config]]\nlabel = "a"\n', "{path} [base]: option 'epochs': must be a positive integer"),
+    ('[[config]]\nlabel = "a"\nlr = -1\n',
+     "suite 'grid' ({path}): invalid configuration(s), nothing was run: a: option 'lr': must be a positive number"),
+])
+def test_a_bad_value_in_a_grid_file_names_the_file_not_a_flag(tmp_path, text, expected):
+    path = write_grid(tmp_path, text)
+    with pytest.raises(TinyMnistError) as e:
+        ex.plan_suite(ex.load_suite(str(path)), {"runs_root": str(tmp_path)}, seeds=1)
+    assert expected.format(path=path) in str(e.value) and "--" not in str(e.value)
+
+
+def test_plan_columns_stay_aligned_with_long_model_names(tmp_path):
+    path = write_grid(tmp_path, '[[config]]\nmodel = "tiny1k"\n[[config]]\nmodel = "tiny1k-deep7"\n')
+    plan = ex.plan_suite(ex.load_suite(str(path)), {"runs_root": str(tmp_path)}, seeds=1)
+    rows = [line for line in ex.describe_plan(plan).splitlines() if line.endswith("[1 new]")]
+    assert len(rows) == 2 and rows[0].index("params") == rows[1].index("params"), rows
+
+
 def test_grid_file_cartesian_product(tmp_path):
     path = write_grid(tmp_path, 'name = "lr-wd"\n[grid]\nlr = [0.02, 0.05]\nweight_decay = [0.0, 1e-4, 5e-4]\n')
     suite = ex.load_suite(str(path))

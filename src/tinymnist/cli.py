@@ -360,6 +360,11 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     pending = plan.pending
     jobs, threads = ex.default_parallelism(args.jobs, threads, len(pending))
     if not args.dry_run:
+        # A wrong --data-dir is one line now, not a failure per run after the suite folder exists.
+        from .data import locate
+
+        for dataset, data_dir in {(r.config.dataset, r.config.data_dir) for r in pending if r.config.data_dir}:
+            locate(dataset, data_dir, allow_download=False)
         ex.prepare_directory(plan)  # a --runs-root we cannot write to is refused before anything is printed or run
     print(ex.describe_plan(plan))
     if args.dry_run:
@@ -372,10 +377,11 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     done = [0]
     # Epoch lines are indented under the "[  n/N]" counter of the done lines, so each run's name lines up.
     indent = " " * len(f"[{0:>3}/{len(pending)}]")
+    nw = max([24, *(len(run.config.name) for run in pending)])  # long labels widen the name column
 
     def on_epoch(run, progress) -> None:
         val = f"  val {ex.fmt_acc(progress['val_acc'])}" if progress["val_acc"] is not None else ""
-        print(f"{indent} {run.config.name:<24} epoch {progress['epoch']:>3}/{run.config.epochs}  "
+        print(f"{indent} {run.config.name:<{nw}} epoch {progress['epoch']:>3}/{run.config.epochs}  "
               f"test {ex.fmt_acc(progress['test_acc'])}{val}", flush=True)
 
     def on_done(run, report) -> None:
@@ -385,7 +391,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             what = f"final test acc {ex.fmt_acc(report['final_test_acc'])}{val}  {_duration(report['wall_seconds'])}"
         else:
             what = f"FAILED: {report['error']}"
-        print(f"[{done[0]:>3}/{len(pending)}] {run.config.name:<24} {what}", flush=True)
+        print(f"[{done[0]:>3}/{len(pending)}] {run.config.name:<{nw}} {what}", flush=True)
 
     try:
         reports = ex.run_plan(plan, jobs, threads, on_done, on_epoch)

@@ -307,7 +307,12 @@ def plan_suite(suite: Suite, flags: dict[str, Any], seeds: int = DEFAULT_SEEDS, 
     if "seed" in flags:
         raise TinyMnistError("--seed: pass the seeds as plan_suite(seeds=N, first_seed=S)")
 
+    def named(where: str, given: dict) -> Callable[[str], str]:
+        # An error names the file and section a bad value came from; a value not given there came from a flag.
+        return lambda o: f"{where}option '{o}'" if o in given else f"--{o.replace('_', '-')}"
+
     base = config_from_dict(suite.base, TrainConfig(epochs=SUITE_EPOCHS), source=suite.source)
+    base.validate(named(f"{suite.source} [base]: ", suite.base))
     base = config_from_dict({k: v for k, v in flags.items() if k != "threads"}, base, source="command line")
     base.validate()  # a bad flag is reported once, not once per configuration
     directory = suite_directory(base.runs_root, suite.name)
@@ -318,7 +323,7 @@ def plan_suite(suite: Suite, flags: dict[str, Any], seeds: int = DEFAULT_SEEDS, 
     for label, overrides in suite.configs:
         try:
             config = config_from_dict(overrides, base, source=f"suite '{suite.name}' configuration '{label}'")
-            config.validate()
+            config.validate(named("", overrides))
         except TinyMnistError as e:
             invalid.append(f"{label}: {e}")
             continue
@@ -331,7 +336,8 @@ def plan_suite(suite: Suite, flags: dict[str, Any], seeds: int = DEFAULT_SEEDS, 
             c = config.replace(seed=seed, runs_root=str(directory), name=f"{label}-s{seed}")
             runs.append(PlannedRun(label, seed, c, params))
     if invalid:
-        raise TinyMnistError(f"suite '{suite.name}': invalid configuration(s), nothing was run: "
+        where = "" if suite.source == "built-in" else f" ({suite.source})"
+        raise TinyMnistError(f"suite '{suite.name}'{where}: invalid configuration(s), nothing was run: "
                              + "; ".join(invalid))
     if over:
         raise TinyMnistError(f"suite '{suite.name}': over the parameter budget, nothing was run: " + ", ".join(over))
@@ -820,11 +826,12 @@ def describe_plan(plan: Plan) -> str:
     # long labels and option lists widen their columns instead of pushing the rest of the line out
     lw = max([20, *(len(label) for label, _, _ in plan.configs)])
     width = max([40, *map(len, options)])
+    mw = max([9, *(len(config.model) for _, _, config in plan.configs)])
     for (label, _, config), opts in zip(plan.configs, options, strict=True):
         runs = [r for r in plan.runs if r.label == label]
         states = {s: sum(r.state == s for r in runs) for s in ("finished", "unreported", "partial", "stale", "new")}
         state = ", ".join(f"{n} {s}" for s, n in states.items() if n)
-        lines.append(f"  {label:<{lw}} {opts:<{width}} {config.model:<9} {runs[0].params:>7,} params  [{state}]")
+        lines.append(f"  {label:<{lw}} {opts:<{width}} {config.model:<{mw}} {runs[0].params:>7,} params  [{state}]")
     return "\n".join(lines)
 
 

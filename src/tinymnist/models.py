@@ -176,6 +176,39 @@ class Tiny1k(nn.Module):
         return self.head(self.dropout(x))  # [10]
 
 
+class Separable1k(nn.Module):
+    """tiny1k's shape with the layout as arguments: one full-resolution conv (`stem` channels), a pool, one
+    depthwise-separable block per width in `at14` at 14x14, a pool, one per width in `at7` at 7x7, GAP head.
+    For asking where 1,000 parameters do most good (the tiny1k-* models; RESULTS.md compares them)."""
+
+    def __init__(self, stem: int, at14: tuple[int, ...], at7: tuple[int, ...], dropout: float = 0.0) -> None:
+        super().__init__()
+        widths = (stem, *at14, *at7)
+        blocks = [separable(c_in, c_out) for c_in, c_out in zip(widths[:-1], widths[1:], strict=True)]
+        self.conv1 = conv_bn(1, stem, padding=1)
+        self.pool1 = nn.MaxPool2d(2)
+        self.stage14 = nn.Sequential(*blocks[: len(at14)])
+        self.pool2 = nn.MaxPool2d(2)
+        self.stage7 = nn.Sequential(*blocks[len(at14):])
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(widths[-1], 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool1(self.conv1(x))  # [stem, 14, 14]
+        x = self.stage14(x)  # [at14[-1], 14, 14]
+        x = self.pool2(x)  # [at14[-1], 7, 7]
+        x = self.stage7(x)  # [at7[-1], 7, 7]
+        x = x.mean(dim=(2, 3))  # [at7[-1]]
+        return self.head(self.dropout(x))  # [10]
+
+
+def _layout(stem: int, at14: tuple[int, ...], at7: tuple[int, ...]) -> Callable[..., nn.Module]:
+    def factory(dropout: float = 0.0) -> nn.Module:
+        return Separable1k(stem, at14, at7, dropout)
+
+    return factory
+
+
 class SeedGap(nn.Module):
     """The seed's conv stack with a global-average-pool head instead of its 512->25->10 FC head
     (for the `architecture` experiment: how much does the FC head buy?)."""
@@ -230,6 +263,15 @@ MODELS: dict[str, ModelSpec] = {
     "fast20k7": ModelSpec(Fast20k7, "fast20k with conv3 at 7x7 (pool moved earlier): same params, 1/3 fewer mult-adds"),
     "tiny8k": ModelSpec(Tiny8k, "narrower tiny20k (< 8k params)"),
     "tiny1k": ModelSpec(Tiny1k, "1 conv + 3 depthwise-separable convs, GAP head (< 1k params)"),
+    # Other layouts of tiny1k's budget, compared on a validation split (benchmarks/configs/tiny1k_layout_val.toml)
+    "tiny1k-deep7": ModelSpec(_layout(6, (12,), (12, 14)),
+                             "tiny1k layout: stem 6, one block at 14x14 (12), two at 7x7 (12, 14)"),
+    "tiny1k-stem8": ModelSpec(_layout(8, (12,), (12, 12)),
+                             "tiny1k layout: stem 8, one block at 14x14 (12), two at 7x7 (12, 12)"),
+    "tiny1k-thin": ModelSpec(_layout(4, (8, 12), (11, 12)),
+                             "tiny1k layout: stem 4, two blocks at 14x14 (8, 12), two at 7x7 (11, 12)"),
+    "tiny1k-3at7": ModelSpec(_layout(4, (10,), (11, 11, 11)),
+                             "tiny1k layout: stem 4, one block at 14x14 (10), three at 7x7 (11)"),
     "seed-gap": ModelSpec(SeedGap, "seed convs with a global-average-pool head"),
     "seed-1x1": ModelSpec(SeedTransition, "seed convs with 1x1 transition layers and a GAP head"),
 }

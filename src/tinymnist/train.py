@@ -73,9 +73,15 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     if config.val_split:
         train, val = split_validation(train, config.val_split)
     if config.train_subset:
+        if config.train_subset > len(train):
+            held = f" after the {len(val):,} held out by --val-split" if val else ""
+            raise TinyMnistError(f"--train-subset {config.train_subset:,}: there are only {len(train):,} training "
+                                 f"images{held}")
         train = Split(train.images[: config.train_subset], train.labels[: config.train_subset])
     test = ds.test
     if config.test_subset:
+        if config.test_subset > len(test):
+            raise TinyMnistError(f"--test-subset {config.test_subset:,}: there are only {len(test):,} test images")
         test = Split(test.images[: config.test_subset], test.labels[: config.test_subset])
 
     def norm(s: Split | None) -> torch.Tensor | None:
