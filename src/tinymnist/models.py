@@ -272,6 +272,10 @@ MODELS: dict[str, ModelSpec] = {
                              "tiny1k layout: stem 4, two blocks at 14x14 (8, 12), two at 7x7 (11, 12)"),
     "tiny1k-3at7": ModelSpec(_layout(4, (10,), (11, 11, 11)),
                              "tiny1k layout: stem 4, one block at 14x14 (10), three at 7x7 (11)"),
+    "tiny1k-3at14": ModelSpec(_layout(4, (8, 12, 12), (11,)),
+                              "tiny1k layout: stem 4, three blocks at 14x14 (8, 12, 12), one at 7x7 (11)"),
+    "tiny1k-stem8w": ModelSpec(_layout(8, (12, 12), (13,)),
+                               "tiny1k layout: stem 8, two blocks at 14x14 (12, 12), one at 7x7 (13)"),
     "seed-gap": ModelSpec(SeedGap, "seed convs with a global-average-pool head"),
     "seed-1x1": ModelSpec(SeedTransition, "seed convs with 1x1 transition layers and a GAP head"),
 }
