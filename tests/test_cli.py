@@ -58,10 +58,13 @@ def test_summary_of_seed(capsys):
         (["--rotate", "nan"], "--rotate: must be a finite number"),
         (["--translate", "nan"], "--translate: must be a finite number"),
         (["--data-dir", "/etc/passwd"], "--data-dir /etc/passwd: is a file, not a folder"),
-        (["--train-subset", "70000"], "--train-subset 70,000: there are only 60,000 training images"),
+        (["--train-subset", "70000"], "--train-subset: there are only 60,000 training images, got 70,000"),
         (["--val-split", "5000", "--train-subset", "58000"],
-         "--train-subset 58,000: there are only 55,000 training images after the 5,000 held out by --val-split"),
-        (["--test-subset", "20000"], "--test-subset 20,000: there are only 10,000 test images"),
+         "--train-subset: there are only 55,000 training images once 5,000 are held out for validation, got 58,000"),
+        (["--test-subset", "20000"], "--test-subset: there are only 10,000 test images, got 20,000"),
+        (["--val-split", "60000"], "--val-split: must be below the 60,000 training images, got 60,000"),
+        (["--data-dir", ""], "--data-dir: must not be empty"),
+        (["--threads", "100000"], "--threads: this machine has"),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, args, expected):

@@ -100,15 +100,42 @@ def test_grid_file_explicit_configs(tmp_path):
 
 
 @pytest.mark.parametrize("text,expected", [
-    ('[base]\nepochs = 0\n[[config]]\nlabel = "a"\n', "{path} [base]: option 'epochs': must be a positive integer"),
+    ('[base]\nepochs = 0\n[[config]]\nlabel = "a"\n', "{path}: [base]: option 'epochs': must be a positive integer"),
     ('[[config]]\nlabel = "a"\nlr = -1\n',
      "suite 'grid' ({path}): invalid configuration(s), nothing was run: a: option 'lr': must be a positive number"),
+    # checked against the data at planning time, so also by --dry-run
+    ('[base]\ntrain_subset = 70000\n[[config]]\nlabel = "a"\n',
+     "{path}: [base]: option 'train_subset': there are only 60,000 training images, got 70,000"),
+    ('[base]\nval_split = 5000\n[[config]]\nlabel = "a"\ntrain_subset = 59000\n[[config]]\nlabel = "b"\n'
+     'test_subset = 20000\n',
+     "nothing was run: a: option 'train_subset': there are only 55,000 training images once 5,000 are held out "
+     "for validation, got 59,000; b: option 'test_subset': there are only 10,000 test images, got 20,000"),
+    ('[base]\ndata_dir = "/nonexistent-tinymnist"\n[[config]]\nlabel = "a"\n',
+     "{path}: [base]: option 'data_dir' = '/nonexistent-tinymnist': no such folder"),
+    ('[[config]]\nlabel = "a"\ndata_dir = "/nonexistent-tinymnist"\n',
+     "suite 'grid' ({path}): a: option 'data_dir' = '/nonexistent-tinymnist': no such folder"),
 ])
 def test_a_bad_value_in_a_grid_file_names_the_file_not_a_flag(tmp_path, text, expected):
     path = write_grid(tmp_path, text)
     with pytest.raises(TinyMnistError) as e:
         ex.plan_suite(ex.load_suite(str(path)), {"runs_root": str(tmp_path)}, seeds=1)
     assert expected.format(path=path) in str(e.value) and "--" not in str(e.value)
+
+
+def test_a_foreign_folder_where_a_run_would_go_is_refused_when_planning(tmp_path):
+    suite = ex.Suite("s", "test", [("a", {"dropout": 0.0})])
+    run_dir = ex.suite_directory(str(tmp_path), "s") / "a-s0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "notes.txt").write_text("mine")
+    with pytest.raises(TinyMnistError, match="a-s0: folder exists, is not empty and holds no tinymnist run"):
+        ex.plan_suite(suite, {"runs_root": str(tmp_path)}, seeds=1)
+    assert (run_dir / "notes.txt").read_text() == "mine"
+
+
+def test_grid_labels_keep_every_digit_that_tells_values_apart(tmp_path):
+    path = write_grid(tmp_path, "[grid]\ndropout = [0.1234567, 0.1234568, 0.1]\nrotate = [5.0]\n")
+    labels = [label for label, _ in ex.load_suite(str(path)).configs]
+    assert labels == ["dropout-0.1234567_rotate-5", "dropout-0.1234568_rotate-5", "dropout-0.1_rotate-5"]
 
 
 def test_plan_columns_stay_aligned_with_long_model_names(tmp_path):

@@ -276,6 +276,22 @@ def test_trials_0_on_an_unknown_study_creates_nothing(tmp_path, capsys):
 def test_options_that_cannot_run_are_not_stored_in_a_new_study(tmp_path, mnist_dir, capsys):
     args = ["tune", "--trials", "1", "--runs-root", str(tmp_path), "--study", "vs", "--val-split", "70000"]
     assert main(args) == 1
-    assert "--val-split 70000" in capsys.readouterr().err
+    assert "--val-split: must be below the 60,000 training images, got 70,000" in capsys.readouterr().err
     study = optuna.load_study(study_name="vs", storage=f"sqlite:///{tmp_path / 'tune.db'}")
     assert "base_config" not in study.user_attrs  # the name stays usable with sensible options
+
+
+def test_the_no_retrain_hint_finds_the_study_again(tmp_path, monkeypatch, capsys):
+    """The printed follow-up command must work as printed, also with a --runs-root other than the default."""
+    import shlex
+
+    monkeypatch.setattr(tune, "train", FakeTrain())
+    root = tmp_path / "my runs"
+    assert main(["tune", *QUICK, "--trials", "2", "--no-retrain", "--runs-root", str(root)]) == 0
+    hint = capsys.readouterr().out.split("evaluate the winner with: ")[1].strip()
+    assert f"--runs-root '{root}'" in hint
+    args = shlex.split(hint)
+    assert args[0] == "tinymnist"
+    assert main([*args[1:], "--no-retrain"]) == 0  # the same study, found where the hint says
+    assert "study 'tinymnist-tiny1k' in sqlite:///" in (out := capsys.readouterr().out)
+    assert "2 trial(s) so far" in out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -121,7 +122,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=S,
                    help=f"random seed; same seed and --threads, same numbers (default: {d.seed})")
-    g.add_argument("--threads", type=int, default=S, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--threads", type=int, default=S,
+                   help="torch CPU threads, at most the number of cores (default: torch's choice)")
     g.add_argument("--runs-root", default=S, help=f"where run directories go (default: {d.runs_root})")
     g.add_argument("--name", default=S, help="run directory name (default: <model>-<date>-<time>)")
     g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=S,
@@ -145,6 +147,7 @@ def config_from_args(args: argparse.Namespace):
             values.setdefault("translate", PRESETS[preset][1])
         config = config_from_dict(values, config, source=args.config)
     flags = {k: v for k, v in vars(args).items() if k in FIELD_NAMES}
+    check_threads(flags.get("threads"))
     if hasattr(args, "augment"):
         rotate, translate = PRESETS[args.augment]
         flags.setdefault("rotate", rotate)
@@ -336,12 +339,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------- experiment, tune
+def check_threads(threads: int | None) -> None:
+    """More torch threads than cores only makes them wait for each other (999 on 2 cores: 200x slower)."""
+    cores = os.cpu_count() or 1
+    if threads is not None and threads > cores:
+        raise TinyMnistError(f"--threads: this machine has {cores} cores; more threads than cores only slows "
+                             f"training down, got {threads}")
+
+
 def train_flags(args: argparse.Namespace) -> dict:
     """Only the TrainConfig options the user gave on the command line (with --augment expanded)."""
     from .augment import PRESETS
     from .config import FIELD_NAMES
 
     flags = {k: v for k, v in vars(args).items() if k in FIELD_NAMES}
+    check_threads(flags.get("threads"))
     if hasattr(args, "augment"):
         rotate, translate = PRESETS[args.augment]
         flags.setdefault("rotate", rotate)
@@ -360,11 +372,6 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     pending = plan.pending
     jobs, threads = ex.default_parallelism(args.jobs, threads, len(pending))
     if not args.dry_run:
-        # A wrong --data-dir is one line now, not a failure per run after the suite folder exists.
-        from .data import locate
-
-        for dataset, data_dir in {(r.config.dataset, r.config.data_dir) for r in pending if r.config.data_dir}:
-            locate(dataset, data_dir, allow_download=False)
         ex.prepare_directory(plan)  # a --runs-root we cannot write to is refused before anything is printed or run
     print(ex.describe_plan(plan))
     if args.dry_run:
@@ -460,8 +467,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
           "(final epoch; the selection criterion)")
     print("best options       " + "  ".join(f"{k}={summary.best_params[k]:.4g}" for k in tune.SEARCHED))
     if args.no_retrain:
+        # the hint must find the same study: repeat where it lives, if that was not the default
+        where = (f" --storage {tune._safe_url(storage)}" if args.storage else
+                 f" --runs-root {shlex.quote(str(runs_root))}" if "runs_root" in flags else "")
         print("not retrained (--no-retrain); evaluate the winner with: tinymnist tune --trials 0 "
-              f"--study {study_name}" + (f" --storage {tune._safe_url(storage)}" if args.storage else ""))
+              f"--study {shlex.quote(study_name)}{where}")
         return 0
     state = tune.retrain_state(tune.retrain_directory(study, base, runs_dir))
     if state == "done":

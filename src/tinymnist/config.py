@@ -70,6 +70,8 @@ class TrainConfig:
             raise bad("optimizer", f"unknown optimizer '{self.optimizer}' (choose from: {', '.join(OPTIMIZERS)})")
         if self.schedule not in SCHEDULES:
             raise bad("schedule", f"unknown schedule '{self.schedule}' (choose from: {', '.join(SCHEDULES)})")
+        if self.data_dir is not None and not str(self.data_dir).strip():
+            raise bad("data_dir", "must not be empty (leave it out to search the usual places)")
         if self.epochs <= 0:
             raise bad("epochs", f"must be a positive integer, got {self.epochs}")
         if self.batch_size <= 0:

@@ -216,19 +216,22 @@ def download(dataset: str, target: Path, timeout: float = DOWNLOAD_TIMEOUT_S) ->
             raise OSError("; ".join(errors))
 
 
-def locate(dataset: str = "mnist", data_dir: str | Path | None = None, allow_download: bool = True) -> tuple[Path, str]:
-    """Return (directory, which rule found it). Raises with every place looked if nothing is found."""
+def locate(dataset: str = "mnist", data_dir: str | Path | None = None, allow_download: bool = True,
+           named: str | None = None) -> tuple[Path, str]:
+    """Return (directory, which rule found it). Raises with every place looked if nothing is found.
+    `named` is how errors name data_dir (default: "--data-dir <it>"; a grid file names its own option)."""
     places = candidate_dirs(dataset, data_dir)
     if data_dir is not None and not _has_files(Path(data_dir)):
         # An explicit --data-dir that is wrong is a mistake to report, not to silently route around.
+        named = named or f"--data-dir {data_dir}"
         if not Path(data_dir).is_dir():
             why = "is a file, not a folder" if Path(data_dir).exists() else "no such folder"
-            raise TinyMnistError(f"--data-dir {data_dir}: {why}")
+            raise TinyMnistError(f"{named}: {why}")
         missing = [s + "[.gz]" for pair in SPLIT_FILES.values() for s in pair
                    if not any((Path(data_dir) / n).is_file() for n in (s, s + ".gz"))]
         if len(missing) == 4:
-            raise TinyMnistError(f"--data-dir {data_dir}: no {dataset} IDX files there (need {_file_list()})")
-        raise TinyMnistError(f"--data-dir {data_dir}: missing {', '.join(missing)}")
+            raise TinyMnistError(f"{named}: no {dataset} IDX files there (need {_file_list()})")
+        raise TinyMnistError(f"{named}: missing {', '.join(missing)}")
     env = os.environ.get("TINYMNIST_DATA")
     if data_dir is None and env and not any(_has_files(d) for label, d in places if label == "$TINYMNIST_DATA"):
         # Same for the environment variable: a typo there must not silently fall through to another copy.

@@ -139,7 +139,9 @@ def _value_text(v: Any) -> str:
     if isinstance(v, bool):
         return str(v).lower()
     if isinstance(v, float):
-        return f"{v:g}"
+        # short where that is exact (5.0 -> "5", 1e-4 -> "0.0001"); every digit where it is not, so that two values
+        # never share a label
+        return f"{v:g}" if float(f"{v:g}") == v else repr(v)
     return str(v)
 
 
@@ -280,6 +282,11 @@ def _inspect_existing(run: PlannedRun) -> str | None:
         run.state = "partial"
     elif has_config or (d / rundir.METRICS).exists():
         run.state = "stale"  # stopped before its first checkpoint: nothing worth keeping
+    elif d.is_dir() and any(d.iterdir()):
+        # someone else's files where this run would go: refuse now, not after the other runs have trained
+        return f"{d}: folder exists, is not empty and holds no tinymnist run"
+    elif not d.is_dir():
+        return f"{d}: exists and is not a folder"
     return None
 
 
@@ -291,6 +298,7 @@ def plan_suite(suite: Suite, flags: dict[str, Any], seeds: int = DEFAULT_SEEDS, 
     configurations over the parameter budget, existing runs made with other options.
     """
     from .models import build_model, count_parameters
+    from .train import check_data_sizes
 
     if seeds <= 0:
         raise TinyMnistError(f"--seeds: must be a positive integer, got {seeds}")
@@ -307,14 +315,26 @@ def plan_suite(suite: Suite, flags: dict[str, Any], seeds: int = DEFAULT_SEEDS, 
     if "seed" in flags:
         raise TinyMnistError("--seed: pass the seeds as plan_suite(seeds=N, first_seed=S)")
 
-    def named(where: str, given: dict) -> Callable[[str], str]:
-        # An error names the file and section a bad value came from; a value not given there came from a flag.
-        return lambda o: f"{where}option '{o}'" if o in given else f"--{o.replace('_', '-')}"
+    def named(overrides: dict) -> Callable[[str], str]:
+        # An error names where a bad value came from: a configuration's own options, the grid file's [base], or
+        # else a command-line flag.
+        def name(option: str) -> str:
+            if option in overrides:
+                return f"option '{option}'"
+            if option in suite.base:
+                return f"{suite.source}: [base]: option '{option}'"
+            return f"--{option.replace('_', '-')}"
+
+        return name
 
     base = config_from_dict(suite.base, TrainConfig(epochs=SUITE_EPOCHS), source=suite.source)
-    base.validate(named(f"{suite.source} [base]: ", suite.base))
+    base.validate(named({}))
     base = config_from_dict({k: v for k, v in flags.items() if k != "threads"}, base, source="command line")
     base.validate()  # a bad flag is reported once, not once per configuration
+    where = "" if suite.source == "built-in" else f" ({suite.source})"
+    sizes = _data_sizes(base, named({}), f"suite '{suite.name}'{where}: ")
+    if sizes:  # so is a subset too large for the data, given by a flag or the grid file's [base]
+        check_data_sizes(base, *sizes, named({}))
     directory = suite_directory(base.runs_root, suite.name)
     _check_directory(directory, base.runs_root)
     seed_list = list(range(first_seed, first_seed + seeds))
@@ -323,7 +343,16 @@ def plan_suite(suite: Suite, flags: dict[str, Any], seeds: int = DEFAULT_SEEDS, 
     for label, overrides in suite.configs:
         try:
             config = config_from_dict(overrides, base, source=f"suite '{suite.name}' configuration '{label}'")
-            config.validate(named("", overrides))
+            config.validate(named(overrides))
+        except TinyMnistError as e:
+            invalid.append(f"{label}: {e}")
+            continue
+        # A wrong data folder is refused at once (it is the same for every configuration that uses it); a subset
+        # larger than the data is one more invalid configuration.
+        sizes = _data_sizes(config, named(overrides), f"suite '{suite.name}'{where}: {label}: ")
+        try:
+            if sizes:
+                check_data_sizes(config, *sizes, named(overrides))
         except TinyMnistError as e:
             invalid.append(f"{label}: {e}")
             continue
@@ -336,7 +365,6 @@ def plan_suite(suite: Suite, flags: dict[str, Any], seeds: int = DEFAULT_SEEDS, 
             c = config.replace(seed=seed, runs_root=str(directory), name=f"{label}-s{seed}")
             runs.append(PlannedRun(label, seed, c, params))
     if invalid:
-        where = "" if suite.source == "built-in" else f" ({suite.source})"
         raise TinyMnistError(f"suite '{suite.name}'{where}: invalid configuration(s), nothing was run: "
                              + "; ".join(invalid))
     if over:
@@ -347,6 +375,31 @@ def plan_suite(suite: Suite, flags: dict[str, Any], seeds: int = DEFAULT_SEEDS, 
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise TinyMnistError(f"{problems[0]}{more}; delete those runs or use another --runs-root")
     return Plan(suite, base, seed_list, configs, runs, directory)
+
+
+_DATA_SIZES: dict[tuple, tuple[int, int]] = {}
+
+
+def _data_sizes(config: TrainConfig, origin: Callable[[str], str], context: str) -> tuple[int, int] | None:
+    """(training images, test images) of the data a configuration will use, read once per process. Checked at
+    planning time (also by --dry-run) so that a wrong data folder is one line before anything is created, not a
+    failure of every run. None when the data is not on disk yet (the first run downloads it)."""
+    from .data import locate, read_split
+
+    key = (config.dataset, config.data_dir, os.environ.get("TINYMNIST_DATA"))
+    if key not in _DATA_SIZES:
+        option = origin("data_dir")
+        # a data_dir from the grid file is named as the file's option, with its configuration for context
+        named = None if config.data_dir is None or option.startswith("--") else (
+            f"{context if option.startswith('option') else ''}{option} = {str(config.data_dir)!r}")
+        try:
+            directory, _ = locate(config.dataset, config.data_dir, allow_download=False, named=named)
+        except TinyMnistError:
+            if config.data_dir is None and not key[2]:
+                return None  # nothing given and nothing found: the run will try to download it
+            raise
+        _DATA_SIZES[key] = (len(read_split(directory, "train")), len(read_split(directory, "test")))
+    return _DATA_SIZES[key]
 
 
 def _check_directory(directory: Path, runs_root: str) -> None:
@@ -818,8 +871,8 @@ def describe_plan(plan: Plan) -> str:
     lines = [f"suite {plan.suite.name} ({plan.suite.source}): {plan.suite.description}",
              f"  {len(plan.configs)} configuration(s) x {len(plan.seeds)} seed(s) "
              f"({', '.join(map(str, plan.seeds))}) = {len(plan.runs)} runs of {'/'.join(map(str, epochs))} "
-             f"{'epoch' if epochs == [1] else 'epochs'} "
-             f"(suite default {SUITE_EPOCHS}) in {plan.directory}",
+             f"{'epoch' if epochs == [1] else 'epochs'}"
+             f"{f' (suite default {SUITE_EPOCHS})' if epochs == [SUITE_EPOCHS] else ''} in {plan.directory}",
              f"  shared options: {_base_options(plan.base)}"]
     options = [", ".join(f"{k}={_value_text(v)}" for k, v in overrides.items()) or "base"
                for _, overrides, _ in plan.configs]

@@ -391,6 +391,8 @@ def format_summary(name: str, model: nn.Module) -> str:
         shape = "x".join(str(s) for s in r.output_shape)
         macs = f"{r.mult_adds:,}" if r.mult_adds else ""
         lines.append(f"{r.name:<22}{r.kind:<14}{shape:<16}{r.params:>8,}{r.receptive_field:>6}{macs:>12}".rstrip())
+    lines.append("(RF: receptive field, the side in pixels of the input patch one output can see, at most the "
+                 "28-pixel image)")
     lines.append(f"total trainable parameters: {count_parameters(model):,}")
     lines.append(f"multiply-adds per image: {sum(r.mult_adds for r in rows):,} (what a forward pass costs; "
                  "training is about 3x that)")

@@ -67,21 +67,34 @@ class PreparedData:
     info: dict
 
 
+def check_data_sizes(config: TrainConfig, n_train: int, n_test: int,
+                     origin: Callable[[str], str] | None = None) -> None:
+    """Refuse a validation split or a subset larger than the data, rather than quietly using less than asked.
+    `origin(option)` names where a value came from (as in TrainConfig.validate); by default, its flag."""
+
+    def bad(option: str, why: str) -> TinyMnistError:
+        return TinyMnistError(f"{origin(option) if origin else '--' + option.replace('_', '-')}: {why}")
+
+    if config.val_split >= n_train:
+        raise bad("val_split", f"must be below the {n_train:,} training images, got {config.val_split:,}")
+    left = n_train - config.val_split
+    if config.train_subset > left:
+        held = f" once {config.val_split:,} are held out for validation" if config.val_split else ""
+        raise bad("train_subset", f"there are only {left:,} training images{held}, got {config.train_subset:,}")
+    if config.test_subset > n_test:
+        raise bad("test_subset", f"there are only {n_test:,} test images, got {config.test_subset:,}")
+
+
 def prepare_data(config: TrainConfig) -> PreparedData:
     ds = load_dataset(config.dataset, config.data_dir)
+    check_data_sizes(config, len(ds.train), len(ds.test))
     train, val = ds.train, None
     if config.val_split:
         train, val = split_validation(train, config.val_split)
     if config.train_subset:
-        if config.train_subset > len(train):
-            held = f" after the {len(val):,} held out by --val-split" if val else ""
-            raise TinyMnistError(f"--train-subset {config.train_subset:,}: there are only {len(train):,} training "
-                                 f"images{held}")
         train = Split(train.images[: config.train_subset], train.labels[: config.train_subset])
     test = ds.test
     if config.test_subset:
-        if config.test_subset > len(test):
-            raise TinyMnistError(f"--test-subset {config.test_subset:,}: there are only {len(test):,} test images")
         test = Split(test.images[: config.test_subset], test.labels[: config.test_subset])
 
     def norm(s: Split | None) -> torch.Tensor | None:
