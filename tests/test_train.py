@@ -150,6 +150,16 @@ def test_optimizers_learn(tmp_path, mnist_dir, optimizer):
     assert train(cfg).final_test_acc > 0.7  # 10% is chance
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+@pytest.mark.parametrize("schedule", ["none", "cosine"])
+def test_momentum_is_adams_beta1(optimizer, schedule):
+    # --momentum must not be silently ignored by Adam: it is beta1 with every schedule (one-cycle cycles it).
+    model = torch.nn.Linear(3, 2)
+    cfg = TrainConfig(optimizer=optimizer, momentum=0.7, schedule=schedule)
+    opt = make_optimizer(model, cfg)
+    assert {g["betas"] for g in opt.param_groups} == {(0.7, 0.999)}
+
+
 def test_validation_split_is_reported(tmp_path, mnist_dir):
     result = train(quick(tmp_path, epochs=1, val_split=500, name="v"))
     assert result.history[-1]["val_acc"] is not None

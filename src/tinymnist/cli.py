@@ -90,7 +90,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=S,
                    help=f"learning rate; the peak rate for onecycle (default: {d.lr})")
     g.add_argument("--momentum", type=float, default=S,
-                   help=f"SGD momentum; the onecycle schedule moves it within ±0.05 of this (default: {d.momentum})")
+                   help=f"SGD momentum, or beta1 for adam/adamw; onecycle moves it within ±0.05 of this "
+                        f"(default: {d.momentum})")
     g.add_argument("--weight-decay", type=float, default=S,
                    help=f"L2 penalty on conv/linear weights, not on BatchNorm or biases (default: {d.weight_decay})")
     g.add_argument("--label-smoothing", type=float, default=S,

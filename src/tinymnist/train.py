@@ -114,9 +114,12 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
+    # For Adam and AdamW --momentum is beta1, the decay of their running mean of gradients (default 0.9, as
+    # PyTorch's): one-cycle moves it like SGD's momentum, so it must mean the same with every schedule.
+    betas = (config.momentum, 0.999)
     if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr)
-    return torch.optim.AdamW(groups, lr=config.lr)
+        return torch.optim.Adam(groups, lr=config.lr, betas=betas)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=betas)
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
