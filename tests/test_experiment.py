@@ -290,6 +290,7 @@ def test_table_reports_final_epoch_not_best_epoch(tmp_path):
                  "Epochs: 3", "Test CPU 9000", "torch threads per run: 1", "torch 9.9.9", "300 training images",
                  "200 test images"):
         assert fact in md, fact
+    assert "Epochs: 3." in md and "suite default" not in md  # 3 epochs were asked for; 20 is not mentioned
     results = list(csv.DictReader((d / "results.csv").open()))
     assert float(results[0]["final_test_acc_std_ddof1"]) == pytest.approx(0.02)
     assert results[0]["final_test_acc_per_seed"] == "0.900000 0.920000 0.940000"

@@ -731,8 +731,8 @@ def format_markdown(plan: Plan, rows: list[ConfigRow], records: list[RunRecord],
         "- Accuracy is the test accuracy **after the final epoch** of each run (no best-epoch picking); "
         "nothing was selected on the test set.",
         "- ± is the sample standard deviation over seeds (ddof=1); min is the worst seed.",
-        f"- Seeds: {', '.join(map(str, plan.seeds))}. Epochs: {', '.join(map(str, epochs))} "
-        f"(suite default {SUITE_EPOCHS}).",
+        f"- Seeds: {', '.join(map(str, plan.seeds))}. Epochs: {', '.join(map(str, epochs))}"
+        f"{' (the suite default)' if epochs == [SUITE_EPOCHS] else ''}.",
         _data_line(data, plan.base),
         f"- Shared options: {_base_options(plan.base)}.",
         f"- Hardware: {'; '.join(cpus)}; torch threads per run: {', '.join(map(str, threads))}"
