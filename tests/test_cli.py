@@ -65,6 +65,7 @@ def test_summary_of_seed(capsys):
         (["--val-split", "60000"], "--val-split: must be below the 60,000 training images, got 60,000"),
         (["--data-dir", ""], "--data-dir: must not be empty"),
         (["--threads", "100000"], "--threads: this machine has"),
+        (["--step-size", "5"], "--step-size: only applies to the step schedule (the schedule is 'onecycle')"),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, args, expected):

@@ -94,6 +94,15 @@ def test_env_var_pointing_nowhere_is_an_error(tmp_path, monkeypatch):
         locate("mnist")
 
 
+def test_env_var_pointing_at_an_incomplete_copy_names_the_missing_files(tmp_path, monkeypatch):
+    d = make_dataset_dir(tmp_path / "part")
+    (d / "t10k-labels-idx1-ubyte.gz").unlink()
+    monkeypatch.setenv("TINYMNIST_DATA", str(d))
+    expected = r"\$TINYMNIST_DATA=.*part: .*part is missing t10k-labels-idx1-ubyte\[.gz\] \(unset it"
+    with pytest.raises(TinyMnistError, match=expected):
+        locate("mnist")
+
+
 def test_bad_data_dir_is_an_error(tmp_path):
     with pytest.raises(TinyMnistError, match="--data-dir .*no such folder"):
         locate("mnist", tmp_path / "nowhere")

@@ -138,6 +138,14 @@ def test_grid_labels_keep_every_digit_that_tells_values_apart(tmp_path):
     assert labels == ["dropout-0.1234567_rotate-5", "dropout-0.1234568_rotate-5", "dropout-0.1_rotate-5"]
 
 
+def test_grid_labels_made_up_for_paths_are_folder_names(tmp_path):
+    # No label given and a value a folder name cannot hold: the label is made safe, not refused as if the user
+    # had written it (the fresh-user trial got "label 'data_dir-/nonexistent' must be letters, digits...").
+    path = write_grid(tmp_path, '[[config]]\ndata_dir = "/some/where"\n[[config]]\nlr = 0.1\n')
+    labels = [label for label, _ in ex.load_suite(str(path)).configs]
+    assert labels == ["data_dir-_some_where", "lr-0.1"]
+
+
 def test_plan_columns_stay_aligned_with_long_model_names(tmp_path):
     path = write_grid(tmp_path, '[[config]]\nmodel = "tiny1k"\n[[config]]\nmodel = "tiny1k-deep7"\n')
     plan = ex.plan_suite(ex.load_suite(str(path)), {"runs_root": str(tmp_path)}, seeds=1)
@@ -160,7 +168,9 @@ def test_grid_file_cartesian_product(tmp_path):
     ("[grid]\nlr = []\n", "lr must be a non-empty list"),
     ("[grid]\nlearning_rate = [0.1]\n", "unknown option\\(s\\) learning_rate"),
     ('[grid]\nepochs = ["many"]\n', "option 'epochs' has the wrong type"),
-    ("[grid]\nseed = [1, 2]\n", "seed cannot be set in a grid"),
+    ("[grid]\nseed = [1, 2]\n", "seed cannot be set in a grid .the runner sets it; seeds come from --seeds/--seed"),
+    ("[grid]\nthreads = [3]\n", "threads cannot be set in a grid .the runner sets it; threads per run come from "
+                                 "--threads/--jobs.$"),
     ('[[config]]\nlabel = "a"\nlr = 0.1\n[[config]]\nlabel = "a"\nlr = 0.2\n', "label 'a' is used twice"),
     ('[[config]]\nlabel = "a b"\nlr = 0.1\n', "label 'a b' must be"),
     ("[stuff]\nx = 1\n[grid]\nlr = [0.1]\n", "unknown key\\(s\\) stuff"),
@@ -319,6 +329,13 @@ def test_parallelism_never_oversubscribes(monkeypatch):
     assert ex.default_parallelism(None, None, pending=1) == (1, 4)
     with pytest.raises(TinyMnistError, match="--jobs"):
         ex.default_parallelism(0, None, pending=3)
+    # Asked for more than the cores hold: refused, not run slowly (the fresh-user trial's --jobs 2 --threads 2 on
+    # 2 cores); more jobs than runs left is fine, the extra ones would have nothing to do.
+    with pytest.raises(TinyMnistError, match="2 runs x 4 torch thread.s. each is more than this machine's 4 cores"):
+        ex.default_parallelism(2, 4, pending=10)
+    with pytest.raises(TinyMnistError, match="use at most --jobs 4 at 1 thread"):
+        ex.default_parallelism(5, None, pending=10)
+    assert ex.default_parallelism(8, 2, pending=1) == (1, 2)
 
 
 # ------------------------------------------------------------------------------------------ real, resumable
@@ -374,7 +391,8 @@ def test_run_stopped_while_reporting_is_repaired(tmp_path, mnist_dir):
     assert ex.plan_suite(suite, flags, seeds=1).runs[0].state == "finished"
 
 
-def test_cli_parallel_suite_from_grid_then_reuse(tmp_path, mnist_dir, capsys):
+def test_cli_parallel_suite_from_grid_then_reuse(tmp_path, mnist_dir, capsys, monkeypatch):
+    monkeypatch.setattr(ex.os, "sched_getaffinity", lambda pid: {0, 1})  # a 2-core machine, whatever CI runs on
     grid = write_grid(tmp_path, '[base]\nmodel = "tiny1k"\nbatch_size = 50\n'
                                 '[grid]\ndropout = [0.0, 0.1]\n', name="small.toml")
     args = ["experiment", str(grid), "--seeds", "1", "--epochs", "1", "--jobs", "2", "--train-subset", "300",
@@ -407,3 +425,13 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys, args, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not (tmp_path / "experiments").exists()
+
+
+def test_dry_run_says_how_the_runs_would_share_the_cores(tmp_path, mnist_dir, capsys, monkeypatch):
+    monkeypatch.setattr(ex.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert main(["experiment", "dropout", "--dry-run", "--seeds", "2", "--runs-root", str(tmp_path)]) == 0
+    assert "would run 10 run(s), 2 at a time with 1 torch thread(s) each" in capsys.readouterr().out
+    assert not (tmp_path / "experiments").exists()  # a dry run creates nothing
+    assert main(["experiment", "dropout", "--dry-run", "--jobs", "2", "--threads", "2",
+                 "--runs-root", str(tmp_path)]) == 1
+    assert "more than this machine's 2 cores" in capsys.readouterr().err

@@ -218,7 +218,8 @@ def test_report_out_must_be_png(runs, tmp_path, capsys):
 
 @pytest.mark.parametrize("schedule", ["onecycle", "step", "none"])
 def test_lr_by_step_replays_the_schedule(schedule):
-    config = TrainConfig(epochs=3, batch_size=100, lr=0.05, schedule=schedule, step_size=1).to_dict()
+    config = TrainConfig(epochs=3, batch_size=100, lr=0.05, schedule=schedule,
+                         step_size=1 if schedule == "step" else 0).to_dict()
     xs, ys = report.lr_by_step(config, n_train=1000)  # 10 steps an epoch
     assert xs[0] == 0 and xs[-1] == 3 and xs == sorted(xs)
     if schedule == "onecycle":

@@ -227,3 +227,11 @@ def test_onecycle_cycles_momentum_around_the_chosen_value(momentum, low, high):
     assert per_batch and min(seen) == pytest.approx(low) and max(seen) == pytest.approx(high)
     if momentum == 0.9:
         assert min(seen) == 0.85 and max(seen) == 0.95  # exactly, so earlier results reproduce bit for bit
+
+
+@pytest.mark.parametrize("content", [b"garbage\n", b"", b"PK\x03\x04 truncated zip"])
+def test_a_damaged_checkpoint_is_named_as_such_in_one_line(tmp_path, content):
+    (tmp_path / rundir.CHECKPOINT).write_bytes(content)
+    with pytest.raises(TinyMnistError, match=r"checkpoint.pt: damaged or not a tinymnist checkpoint \(\w+: ") as e:
+        rundir.load_checkpoint(tmp_path)
+    assert "\n" not in str(e.value)

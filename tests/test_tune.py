@@ -2,6 +2,7 @@
 
 import glob
 import importlib
+import json
 import math
 import os
 import pwd
@@ -15,7 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tinymnist import tune
+from tinymnist import rundir, tune
 from tinymnist.cli import main
 from tinymnist.config import TrainConfig
 from tinymnist.errors import TinyMnistError
@@ -166,13 +167,39 @@ def test_help_shows_tune_defaults_and_not_the_searched_options(capsys):
 
 def test_retrain_state(tmp_path):
     run = tmp_path / "best-trial-0001-s1"
-    assert tune.retrain_state(run) == "new"
+    config = TrainConfig(lr=0.05, seed=1, val_split=100)
+    assert tune.retrain_state(run, config) == "new"
     run.mkdir()
+    rundir.write_config(run, config, 994, {})
     (run / "checkpoint.pt").write_bytes(b"")
     (run / "summary.json").write_text("{}")
-    assert tune.retrain_state(run) == "partial"  # stopped while writing its report: resumed, which writes it
+    assert tune.retrain_state(run, config) == "partial"  # stopped while writing its report: resumed, which writes it
     (run / "report.md").write_text("")
-    assert tune.retrain_state(run) == "done"
+    assert tune.retrain_state(run, config) == "done"
+    # Another search (a deleted tune.db, another --storage) numbers its trials alike: its retraining of trial 1
+    # must not be reported as this search's, nor resumed with these options.
+    with pytest.raises(TinyMnistError, match=r"other options than this study's best trial \(lr: 0.05 there, 0.1 now"):
+        tune.retrain_state(run, config.replace(lr=0.1))
+    (run / "report.md").unlink()
+    with pytest.raises(TinyMnistError, match="another search's"):
+        tune.retrain_state(run, config.replace(lr=0.1))
+
+
+def test_tune_refuses_to_report_another_searchs_retraining(tmp_path, mnist_dir, capsys):
+    """The fresh-user trial's case: a retraining folder left by another search (its database deleted, or another
+    --storage) under the name this study's best trial would use. Simulated by changing the saved run's options."""
+    assert main(["tune", "--trials", "1", "--runs-root", str(tmp_path), "--study", "s", *QUICK]) == 0
+    retrained = next((tmp_path / "tune" / "s").glob("best-trial-0000-s1"))
+    payload = json.loads((retrained / "config.json").read_text())
+    payload["config"]["lr"] *= 2  # another search's trial 0 drew another learning rate
+    (retrained / "config.json").write_text(json.dumps(payload))
+    summary = (retrained / "summary.json").read_text()
+    capsys.readouterr()
+    assert main(["tune", "--trials", "0", "--runs-root", str(tmp_path), "--study", "s"]) == 1
+    captured = capsys.readouterr()
+    assert "another search's" in captured.err and captured.err.count("\n") == 1
+    assert "final test acc" not in captured.out  # nothing reported as this search's result
+    assert (retrained / "summary.json").read_text() == summary  # the old run is left alone
 
 
 def test_refused_options_are_not_recorded_in_the_study(tmp_path, capsys):

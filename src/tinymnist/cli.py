@@ -225,7 +225,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"model              {config.model} ({result.params:,} trainable parameters)")
     print(f"final test acc     {100 * last['test_acc']:.2f}%  (epoch {last['epoch']}, the reported figure)")
     if last["val_acc"] is not None:
-        print(f"final val acc      {100 * last['val_acc']:.2f}%  ({config.val_split} held-out training images)")
+        print(f"final val acc      {100 * last['val_acc']:.2f}%  ({config.val_split:,} held-out training images)")
     print(f"best epoch         {100 * best['test_acc']:.2f}% at epoch {best['epoch']}  "
           "(picked on the test set: for reference only)")
     print(f"wall time          {_duration(result.wall_seconds)}")
@@ -376,6 +376,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         ex.prepare_directory(plan)  # a --runs-root we cannot write to is refused before anything is printed or run
     print(ex.describe_plan(plan))
     if args.dry_run:
+        if pending:
+            print(f"would run {len(pending)} run(s), {jobs} at a time with {threads} torch thread(s) each")
         return 0
     if pending:
         print(f"running {len(pending)} run(s), {jobs} at a time with {threads} torch thread(s) each; "
@@ -474,7 +476,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print("not retrained (--no-retrain); evaluate the winner with: tinymnist tune --trials 0 "
               f"--study {shlex.quote(study_name)}{where}")
         return 0
-    state = tune.retrain_state(tune.retrain_directory(study, base, runs_dir))
+    retrain_dir = tune.retrain_directory(study, base, runs_dir)
+    state = tune.retrain_state(retrain_dir, tune.retrain_config(study, base, runs_dir))  # refuses another search's
     if state == "done":
         print("the best options were retrained already: reporting that run", flush=True)
     else:
@@ -657,7 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Predict the digit (or Fashion-MNIST class) in each image. By default every image is first "
                     "made to look like MNIST: grey, white ink on black, cropped to the ink, longer side 20 px, "
                     "centred by centre of mass in 28x28 (see README). Folders are read recursively.")
-    p.add_argument("model", metavar="RUN_DIR_OR_MODEL",
+    p.add_argument("model", metavar="RUN_DIR_OR_MODEL_FILE",
                    help="a run directory, or an exported model.onnx / TorchScript file")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files and/or folders")
     p.add_argument("--top", type=_positive_int, default=3, metavar="K",

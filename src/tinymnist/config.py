@@ -88,6 +88,9 @@ class TrainConfig:
         if self.momentum >= 1:
             raise bad("momentum", f"must be below 1 (at 1 or more the update never decays and training diverges), "
                                   f"got {self.momentum}")
+        if self.step_size and self.schedule != "step":  # silently ignored otherwise
+            raise bad("step_size", f"only applies to the step schedule (the schedule is '{self.schedule}'), "
+                                   f"got {self.step_size}")
         if self.rotate > 180:
             raise bad("rotate", f"is a maximum angle in degrees and must be at most 180, got {self.rotate}")
         if not 0 <= self.label_smoothing < 1:

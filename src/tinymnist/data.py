@@ -227,14 +227,18 @@ def locate(dataset: str = "mnist", data_dir: str | Path | None = None, allow_dow
         if not Path(data_dir).is_dir():
             why = "is a file, not a folder" if Path(data_dir).exists() else "no such folder"
             raise TinyMnistError(f"{named}: {why}")
-        missing = [s + "[.gz]" for pair in SPLIT_FILES.values() for s in pair
-                   if not any((Path(data_dir) / n).is_file() for n in (s, s + ".gz"))]
+        missing = _missing_files(Path(data_dir))
         if len(missing) == 4:
             raise TinyMnistError(f"{named}: no {dataset} IDX files there (need {_file_list()})")
         raise TinyMnistError(f"{named}: missing {', '.join(missing)}")
     env = os.environ.get("TINYMNIST_DATA")
     if data_dir is None and env and not any(_has_files(d) for label, d in places if label == "$TINYMNIST_DATA"):
         # Same for the environment variable: a typo there must not silently fall through to another copy.
+        for label, d in places:
+            missing = _missing_files(d) if label == "$TINYMNIST_DATA" and d.is_dir() else []
+            if 0 < len(missing) < 4:  # some files there: say which are missing, as for --data-dir
+                raise TinyMnistError(f"$TINYMNIST_DATA={env}: {d} is missing {', '.join(missing)} (unset it to "
+                                     "use the default search)")
         raise TinyMnistError(f"$TINYMNIST_DATA={env}: no {dataset} IDX files there or in {Path(env) / dataset} "
                              f"(need {_file_list()}; unset it to use the default search)")
     for label, directory in places:
@@ -252,6 +256,11 @@ def locate(dataset: str = "mnist", data_dir: str | Path | None = None, allow_dow
             ) from None
     looked = ", ".join(f"{label}: {p}" for label, p in places)
     raise TinyMnistError(f"{dataset} not found. Looked in {looked}")
+
+
+def _missing_files(directory: Path) -> list[str]:
+    return [s + "[.gz]" for pair in SPLIT_FILES.values() for s in pair
+            if not any((directory / n).is_file() for n in (s, s + ".gz"))]
 
 
 def _file_list() -> str:

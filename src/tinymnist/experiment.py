@@ -129,10 +129,19 @@ def _check_options(values: dict, where: str) -> dict:
     values = _expand_augment(values, where)
     reserved = sorted(set(values) & set(RESERVED))
     if reserved:
+        hints = {"seed": "seeds come from --seeds/--seed", "threads": "threads per run come from --threads/--jobs",
+                 "name": "runs are named LABEL-sSEED", "runs_root": "the folder comes from --runs-root"}
         raise TinyMnistError(f"{where}: {', '.join(reserved)} cannot be set in a grid (the runner sets it; "
-                             "seeds come from --seeds/--seed)")
+                             + "; ".join(hints[k] for k in reserved) + ")")
     config_from_dict(values, source=where)  # unknown keys and wrong types -> one-line error
     return values
+
+
+def _auto_label(overrides: dict, fallback: str) -> str:
+    """A label for an entry that gives none: its options and values, e.g. "dropout-0.1_lr-0.05". Characters a
+    folder name should not hold (a data_dir's '/') become '_'; two entries that collide are refused later."""
+    label = "_".join(f"{k}-{_value_text(v)}" for k, v in overrides.items())
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._-") or fallback
 
 
 def _value_text(v: Any) -> str:
@@ -183,7 +192,7 @@ def load_grid(path: Path) -> Suite:
             label = entry.pop("label", None)
             overrides = _check_options(entry, f"{where}: [[config]] entry {i}")
             if label is None:
-                label = "_".join(f"{k}-{_value_text(v)}" for k, v in overrides.items()) or f"config{i}"
+                label = _auto_label(overrides, f"config{i}")
             configs.append((label, overrides))
     else:
         grid = data["grid"]
@@ -195,7 +204,7 @@ def load_grid(path: Path) -> Suite:
         keys = list(grid)
         for combo in itertools.product(*(grid[k] for k in keys)):
             overrides = dict(zip(keys, combo, strict=True))
-            label = "_".join(f"{k}-{_value_text(v)}" for k, v in overrides.items())
+            label = _auto_label(overrides, f"config{len(configs) + 1}")
             configs.append((label, _check_options(overrides, f"{where}: [grid] {label}")))
 
     seen: set[str] = set()
@@ -442,6 +451,9 @@ def default_parallelism(jobs: int | None, threads: int | None, pending: int) -> 
     jobs = max(1, min(jobs, pending))
     if threads is None:
         threads = max(1, cores // jobs)
+    if jobs * threads > cores:  # more threads than cores only makes the runs wait for each other (5-10x slower)
+        raise TinyMnistError(f"--jobs: {jobs} runs x {threads} torch thread(s) each is more than this machine's "
+                             f"{cores} cores; use at most --jobs {max(1, cores // threads)} at {threads} thread(s)")
     return jobs, threads
 
 

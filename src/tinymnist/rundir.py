@@ -177,7 +177,8 @@ def load_checkpoint(run_dir: Path) -> dict:
     except FileNotFoundError:
         raise TinyMnistError(f"{path}: checkpoint not found") from None
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a damaged file
-        raise TinyMnistError(f"{path}: cannot read checkpoint ({e})") from None
+        detail = " ".join(str(e).split())[:100]  # one line, however the unpickler words it
+        raise TinyMnistError(f"{path}: damaged or not a tinymnist checkpoint ({type(e).__name__}: {detail})") from None
 
 
 def save_weights(run_dir: Path, model: nn.Module, config: TrainConfig) -> None:

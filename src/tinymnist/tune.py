@@ -309,8 +309,8 @@ def retrain_best(study, base: TrainConfig, runs_dir: Path, on_epoch=None) -> Tun
     params = {k: v for k, v in best.params.items() if k in SEARCHED}
     seed = base.seed + 1
     run_dir = retrain_directory(study, base, runs_dir)
-    config = base.replace(**params, seed=seed, runs_root=str(runs_dir), name=run_dir.name)
-    state = retrain_state(run_dir)
+    config = retrain_config(study, base, runs_dir)
+    state = retrain_state(run_dir, config)
     if state == "done":
         summary = rundir.read_summary(run_dir)  # already retrained (e.g. by another worker): reuse it
         val, test = summary["final_val_acc"], summary["final_test_acc"]
@@ -329,16 +329,35 @@ def retrain_directory(study, base: TrainConfig, runs_dir: Path) -> Path:
     return runs_dir / f"best-trial-{best_trial(study).number:04d}-s{base.seed + 1}"
 
 
-def retrain_state(run_dir: Path) -> str:
+def retrain_config(study, base: TrainConfig, runs_dir: Path) -> TrainConfig:
+    """The configuration retrain_best trains: the best trial's options on top of `base`, seed base.seed + 1."""
+    best = best_trial(study)
+    params = {k: v for k, v in best.params.items() if k in SEARCHED}
+    name = retrain_directory(study, base, runs_dir).name
+    return base.replace(**params, seed=base.seed + 1, runs_root=str(runs_dir), name=name)
+
+
+def retrain_state(run_dir: Path, config: TrainConfig) -> str:
     """done (retrained and reported: retrain_best only reads it back), partial (has a checkpoint: retrain_best
-    resumes it, which also writes a report missing because the run was stopped while drawing it) or new."""
+    resumes it, which also writes a report missing because the run was stopped while drawing it) or new.
+    A done or partial run trained with other options than `config` is refused: the folder name only says which
+    trial number it retrained, and another search (a deleted or different --storage) numbers its trials alike."""
     from . import rundir
+    from .experiment import differences
     from .report import REPORT
 
     # train() writes report.md last: a summary without it is a run stopped while drawing its figures.
     if (run_dir / rundir.SUMMARY).is_file() and (run_dir / REPORT).is_file():
-        return "done"
-    return "partial" if (run_dir / rundir.CHECKPOINT).is_file() else "new"
+        state = "done"
+    else:
+        state = "partial" if (run_dir / rundir.CHECKPOINT).is_file() else "new"
+    if state != "new":
+        saved, _ = rundir.read_config(run_dir)
+        diff = differences(saved, config)
+        if diff:
+            raise TinyMnistError(f"{run_dir}: holds a retraining with other options than this study's best trial "
+                                 f"({diff}); it is another search's: move it away or use another --runs-root")
+    return state
 
 
 def summary_of(study) -> TuneResult:
