@@ -6,7 +6,7 @@ from tinymnist.models import MODELS, build_model, check_budget, count_parameters
 
 BUDGETS = {"tiny20k": 20_000, "tiny8k": 8_000, "tiny1k": 1_000, "fast20k": 20_000, "fast20k7": 20_000,
            "tiny1k-deep7": 1_000, "tiny1k-stem8": 1_000, "tiny1k-thin": 1_000, "tiny1k-3at7": 1_000,
-           "tiny1k-3at14": 1_000, "tiny1k-stem8w": 1_000}
+           "tiny1k-3at14": 1_000, "tiny1k-stem8w": 1_000, "tiny8k-sep": 8_000, "tiny8k-sep7": 8_000}
 
 
 def test_seed_is_the_reference_model():

@@ -179,7 +179,8 @@ class Tiny1k(nn.Module):
 class Separable1k(nn.Module):
     """tiny1k's shape with the layout as arguments: one full-resolution conv (`stem` channels), a pool, one
     depthwise-separable block per width in `at14` at 14x14, a pool, one per width in `at7` at 7x7, GAP head.
-    For asking where 1,000 parameters do most good (the tiny1k-* models; RESULTS.md compares them)."""
+    For asking where 1,000 parameters do most good (the tiny1k-* models; RESULTS.md compares them), and whether
+    separable blocks, which buy about 3x the channels per parameter, beat tiny8k's plain convs (tiny8k-sep*)."""
 
     def __init__(self, stem: int, at14: tuple[int, ...], at7: tuple[int, ...], dropout: float = 0.0) -> None:
         super().__init__()
@@ -276,6 +277,11 @@ MODELS: dict[str, ModelSpec] = {
                               "tiny1k layout: stem 4, three blocks at 14x14 (8, 12, 12), one at 7x7 (11)"),
     "tiny1k-stem8w": ModelSpec(_layout(8, (12, 12), (13,)),
                                "tiny1k layout: stem 8, two blocks at 14x14 (12, 12), one at 7x7 (13)"),
+    # tiny8k's budget spent on separable blocks instead (benchmarks/configs/tiny8k_sep_val.toml)
+    "tiny8k-sep": ModelSpec(_layout(8, (24, 40), (48, 56)),
+                            "separable layout: stem 8, two blocks at 14x14 (24, 40), two at 7x7 (48, 56); < 8k"),
+    "tiny8k-sep7": ModelSpec(_layout(8, (16, 32), (48, 64)),
+                             "separable layout: stem 8, two blocks at 14x14 (16, 32), two at 7x7 (48, 64); < 8k"),
     "seed-gap": ModelSpec(SeedGap, "seed convs with a global-average-pool head"),
     "seed-1x1": ModelSpec(SeedTransition, "seed convs with 1x1 transition layers and a GAP head"),
 }
