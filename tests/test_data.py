@@ -171,3 +171,18 @@ def test_fashion_mnist_from_debian_package():
     ds = load_dataset("fashion-mnist")
     assert len(ds.train) == 60000 and len(ds.test) == 10000
     assert "fashion-mnist" in ds.source
+    # Debian recompresses the files, so only the uncompressed labels tell them from MNIST's: named as MNIST,
+    # they are refused (the second fresh-user trial trained Fashion-MNIST as digits this way).
+    with pytest.raises(TinyMnistError, match="this is fashion-mnist's file, not mnist's"):
+        load_dataset("mnist", directory)
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_mnist_labels_named_as_fashion_mnist_are_refused_compressed_or_not(tmp_path, mnist_dir, compress):
+    d = make_dataset_dir(tmp_path / "d", n_test=10_000, compress=compress)  # as many images as the real labels
+    suffix = ".gz" if compress else ""
+    # MNIST's official test labels, recompressed here (other .gz bytes) or not compressed at all
+    full = gzip.decompress((mnist_dir / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    (d / f"t10k-labels-idx1-ubyte{suffix}").write_bytes(gzip.compress(full) if compress else full)
+    with pytest.raises(TinyMnistError, match="t10k-labels-idx1-ubyte.*this is mnist's file, not fashion-mnist's"):
+        load_dataset("fashion-mnist", d)

@@ -333,9 +333,14 @@ def test_parallelism_never_oversubscribes(monkeypatch):
     # 2 cores); more jobs than runs left is fine, the extra ones would have nothing to do.
     with pytest.raises(TinyMnistError, match="2 runs x 4 torch thread.s. each is more than this machine's 4 cores"):
         ex.default_parallelism(2, 4, pending=10)
-    with pytest.raises(TinyMnistError, match="use at most --jobs 4 at 1 thread"):
+    with pytest.raises(TinyMnistError, match="use at most --jobs 4$"):
         ex.default_parallelism(5, None, pending=10)
-    assert ex.default_parallelism(8, 2, pending=1) == (1, 2)
+    # what was asked is judged, not what is left to run: the same command is refused with 1 run pending too
+    with pytest.raises(TinyMnistError, match="use at most --jobs 2 at --threads 2"):
+        ex.default_parallelism(3, 2, pending=1)
+    with pytest.raises(TinyMnistError, match="--threads: must not be negative, got -1"):
+        ex.default_parallelism(None, -1, pending=3)
+    assert ex.default_parallelism(None, 0, pending=10) == (4, 1)  # 0: torch's default, so the runner chooses
 
 
 # ------------------------------------------------------------------------------------------ real, resumable

@@ -160,6 +160,22 @@ def test_momentum_is_adams_beta1(optimizer, schedule):
     assert {g["betas"] for g in opt.param_groups} == {(0.7, 0.999)}
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_onecycle_moves_the_momentum_around_the_one_asked_for(optimizer):
+    # The second fresh-user trial: with one-cycle, Adam's beta1 stayed in PyTorch's 0.85-0.95 whatever --momentum.
+    model = torch.nn.Linear(3, 2)
+    cfg = TrainConfig(optimizer=optimizer, momentum=0.5, schedule="onecycle", epochs=1)
+    opt = make_optimizer(model, cfg)
+    scheduler, _ = make_schedule(opt, cfg, steps_per_epoch=10)
+    seen = []
+    for _ in range(10):
+        group = opt.param_groups[0]
+        seen.append(group["betas"][0] if "betas" in group else group["momentum"])
+        opt.step()
+        scheduler.step()
+    assert min(seen) == pytest.approx(0.45) and max(seen) == pytest.approx(0.55)
+
+
 def test_validation_split_is_reported(tmp_path, mnist_dir):
     result = train(quick(tmp_path, epochs=1, val_split=500, name="v"))
     assert result.history[-1]["val_acc"] is not None
@@ -235,3 +251,57 @@ def test_a_damaged_checkpoint_is_named_as_such_in_one_line(tmp_path, content):
     with pytest.raises(TinyMnistError, match=r"checkpoint.pt: damaged or not a tinymnist checkpoint \(\w+: ") as e:
         rundir.load_checkpoint(tmp_path)
     assert "\n" not in str(e.value)
+
+
+def _stopped_run(tmp_path, data_dir, **kw) -> TrainConfig:
+    """A run on a small synthetic dataset, stopped after its first epoch (checkpoint kept)."""
+    cfg = TrainConfig(model="tiny1k", epochs=2, batch_size=32, data_dir=str(data_dir), runs_root=str(tmp_path),
+                      name="r", threads=1, **kw)
+    train(cfg, stop_after=1)
+    return cfg
+
+
+def test_resume_refuses_other_data_and_keeps_the_run(tmp_path):
+    """The second fresh-user trial resumed an MNIST run on Fashion-MNIST files and its config.json kept saying
+    MNIST. Other files are refused; the same files in another folder are fine."""
+    from conftest import make_dataset_dir
+
+    a, b = make_dataset_dir(tmp_path / "a"), make_dataset_dir(tmp_path / "b", n_train=80)
+    cfg = _stopped_run(tmp_path / "runs", a)
+    run = tmp_path / "runs" / "r"
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(TinyMnistError, match=r"is not the data the run started with .* other file checksums"):
+        train(cfg.replace(data_dir=str(b)), resume=True)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # nothing touched
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in a.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    assert [m["epoch"] for m in train(cfg.replace(data_dir=str(copy)), resume=True).history] == [1, 2]
+
+
+@pytest.mark.parametrize("damage", ["other-model", "not-tinymnist", "folder"])
+def test_resume_from_a_checkpoint_that_is_not_this_runs_is_one_line_and_keeps_the_run(tmp_path, damage):
+    from conftest import make_dataset_dir
+
+    data = make_dataset_dir(tmp_path / "d")
+    cfg = _stopped_run(tmp_path / "runs", data)
+    run = tmp_path / "runs" / "r"
+    ckpt = run / rundir.CHECKPOINT
+    if damage == "other-model":  # a tiny8k run's checkpoint copied into this tiny1k run
+        train(TrainConfig(model="tiny8k", epochs=2, batch_size=32, data_dir=str(data), runs_root=str(tmp_path),
+                          name="t8", threads=1), stop_after=1)
+        ckpt.write_bytes((tmp_path / "t8" / rundir.CHECKPOINT).read_bytes())
+        expected = r"checkpoint.pt: not a checkpoint of this run \(tiny1k\): RuntimeError"
+    elif damage == "not-tinymnist":
+        torch.save({"a": 1}, ckpt)
+        expected = r"checkpoint.pt: not a checkpoint of this run \(tiny1k\): KeyError"
+    else:  # a folder where the checkpoint should be: the run used to restart and delete its metrics.csv
+        ckpt.unlink()
+        ckpt.mkdir()
+        expected = r"checkpoint.pt: is not a file"
+    metrics = (run / "metrics.csv").read_text()
+    with pytest.raises(TinyMnistError, match=expected) as e:
+        train(cfg, resume=True)
+    assert "\n" not in str(e.value)
+    assert (run / "metrics.csv").read_text() == metrics

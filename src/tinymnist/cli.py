@@ -189,7 +189,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         for k in RESUME_OPTIONS:
             if k in vars(args):
                 setattr(config, k, getattr(args, k))
-        print(f"resuming {run}")
+        check_threads(getattr(args, "threads", None))
+        if (run / "checkpoint.pt").is_file() or not run.is_dir():
+            print(f"resuming {run}")
+        else:  # stopped before its first checkpoint (rundir.target refuses anything worse)
+            print(f"resuming {run}: no epoch had been saved, so it trains again from epoch 1")
     else:
         config = config_from_args(args)
         from .rundir import target
@@ -206,7 +210,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             else "no augmentation"
         extras = "".join(f", {name} {value}" for name, value in
                          (("label smoothing", config.label_smoothing), ("EMA", config.ema)) if value)
-        extras += f", momentum {config.momentum:g}" if config.optimizer == "sgd" and config.momentum != 0.9 else ""
+        if config.momentum != 0.9:
+            extras += f", {'momentum' if config.optimizer == 'sgd' else 'beta1'} {config.momentum:g}"
         extras += ", bfloat16 forward pass" if config.bf16 else ""
         params = check_budget(build_model(config.model, config.dropout), config.model, config.param_budget)
         print(f"training {config.model} ({params:,} params) "
@@ -617,6 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
             action.help = argparse.SUPPRESS
         elif action.dest == "seed":
             action.help = "first seed; the runs use --seed .. --seed+N-1 for --seeds N (default: 0)"
+        elif action.dest == "threads":
+            action.help = "torch threads per run; --jobs x --threads must not exceed the cores (default: cores / jobs)"
 
     p = sub.add_parser(
         "tune", help="search hyper-parameters with Optuna on a validation split; retrain the best and test it",

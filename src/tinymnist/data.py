@@ -41,6 +41,16 @@ OFFICIAL_MD5 = {
     },
 }
 
+# sha256 of the *uncompressed* label files: the same whatever the compression (Debian recompresses Fashion-MNIST,
+# so its .gz checksums differ from the official ones). MNIST's are the official files; Fashion-MNIST's are those
+# of Debian's dataset-fashion-mnist package. Labels alone tell the two datasets apart.
+LABEL_SHA256 = {
+    "mnist": {"65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+              "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"},
+    "fashion-mnist": {"bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+                      "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"},
+}
+
 MIRRORS = {
     "mnist": [
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -277,16 +287,24 @@ def load_dataset(dataset: str = "mnist", data_dir: str | Path | None = None) -> 
         for stem in split:
             p = _find_file(directory, stem)
             payload = p.read_bytes()
-            _refuse_other_dataset(p, hashlib.md5(payload).hexdigest(), dataset)
+            _refuse_other_dataset(p, payload, dataset)
             sha[p.name] = hashlib.sha256(payload).hexdigest()
     return Dataset(name=dataset, train=train, test=test, directory=directory, source=source, sha256=sha)
 
 
-def _refuse_other_dataset(path: Path, md5: str, dataset: str) -> None:
+def _refuse_other_dataset(path: Path, payload: bytes, dataset: str) -> None:
     """MNIST and Fashion-MNIST files have the same names and format: a --data-dir pointing at the wrong one
-    would train quietly on the wrong images. Their official checksums tell them apart."""
+    would train quietly on the wrong images. The official .gz checksums tell them apart, and for copies that are
+    uncompressed or recompressed, the checksums of the uncompressed labels."""
+    md5 = hashlib.md5(payload).hexdigest()
+    labels = None
+    if "labels" in path.name:
+        try:
+            labels = hashlib.sha256(gzip.decompress(payload) if path.name.endswith(".gz") else payload).hexdigest()
+        except (OSError, EOFError, zlib.error):
+            labels = None  # a damaged file: reading it reports that
     for other, sums in OFFICIAL_MD5.items():
-        if other != dataset and md5 in sums.values():
+        if other != dataset and (md5 in sums.values() or labels in LABEL_SHA256[other]):
             raise TinyMnistError(f"{path}: this is {other}'s file, not {dataset}'s (choose --dataset {other} or "
                                  "another --data-dir)")
 
@@ -322,7 +340,7 @@ def check(dataset: str = "mnist", data_dir: str | Path | None = None) -> list[di
             p = _find_file(directory, stem)
             payload = p.read_bytes()
             md5 = hashlib.md5(payload).hexdigest()
-            _refuse_other_dataset(p, md5, dataset)
+            _refuse_other_dataset(p, payload, dataset)
             official = OFFICIAL_MD5[dataset].get(stem + ".gz")
             if p.suffix == ".gz":
                 matches = md5 == official

@@ -444,16 +444,22 @@ def default_parallelism(jobs: int | None, threads: int | None, pending: int) -> 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if jobs is not None and jobs <= 0:
         raise TinyMnistError(f"--jobs: must be a positive integer, got {jobs}")
-    if threads is not None and threads <= 0:
+    if threads is not None and threads < 0:
+        raise TinyMnistError(f"--threads: must not be negative, got {threads}")
+    if threads == 0:
         threads = None  # --threads 0 means "torch's default": let us choose instead
+    # What was asked is checked, not what is left after capping to the pending runs, so that the same command is
+    # accepted or refused whatever state the suite is in. More threads than cores only makes the runs wait for
+    # each other (5-10x slower).
+    if jobs is not None and jobs * (threads or 1) > cores:
+        raise TinyMnistError(f"--jobs: {jobs} runs x {threads or 1} torch thread(s) each is more than this "
+                             f"machine's {cores} cores; use at most --jobs {max(1, cores // (threads or 1))}"
+                             f"{f' at --threads {threads}' if threads else ''}")
     if jobs is None:
         jobs = max(1, cores // (threads or 1))
     jobs = max(1, min(jobs, pending))
     if threads is None:
         threads = max(1, cores // jobs)
-    if jobs * threads > cores:  # more threads than cores only makes the runs wait for each other (5-10x slower)
-        raise TinyMnistError(f"--jobs: {jobs} runs x {threads} torch thread(s) each is more than this machine's "
-                             f"{cores} cores; use at most --jobs {max(1, cores // threads)} at {threads} thread(s)")
     return jobs, threads
 
 

@@ -78,6 +78,9 @@ def target(config: TrainConfig, resume: bool) -> tuple[Path, bool]:
     if resume:
         if (run_dir / CHECKPOINT).is_file():
             return run_dir, True
+        if (run_dir / CHECKPOINT).exists():  # a folder or other non-file: refuse before anything is deleted
+            raise TinyMnistError(f"{run_dir / CHECKPOINT}: is not a file, so there is no checkpoint to resume from "
+                                 "(move it away to train the run again from the start)")
         if (run_dir / CONFIG).is_file() and not (run_dir / SUMMARY).exists():
             return run_dir, False  # nothing was saved yet: resuming is training it again
         raise TinyMnistError(f"{run_dir}: no checkpoint to resume from")

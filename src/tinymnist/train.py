@@ -106,6 +106,16 @@ def prepare_data(config: TrainConfig) -> PreparedData:
                         None if val is None else val.labels, info)
 
 
+def _check_same_data(run_dir: Path, info: dict) -> None:
+    """A resumed run must see the data it started with: another folder is fine, other files are not (the run's
+    config.json would then describe data it was not trained on)."""
+    saved = rundir.read_config(run_dir)[1].get("data", {})
+    if saved.get("sha256") and saved["sha256"] != info["sha256"]:
+        raise TinyMnistError(f"--resume {run_dir}: the data found ({info['dataset']} in {info['directory']}) is not "
+                             f"the data the run started with ({saved.get('dataset')} in {saved.get('directory')}: "
+                             "other file checksums)")
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     # Weight decay only on conv/linear weights: decaying BatchNorm scales and biases just fights the
     # normalisation and costs accuracy.
@@ -131,16 +141,14 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_p
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total), True
     if config.schedule == "onecycle":
-        # Warm up for the first 20% of steps, then anneal to ~0 along a cosine. One-cycle also moves SGD's
-        # momentum against the rate (lowest at the peak rate): here within ±0.05 of --momentum (less near 0 and 1),
-        # which for the default 0.9 is PyTorch's own 0.85-0.95; --momentum 0 stays 0. (Rounded so that 0.9 gives
-        # exactly 0.85 and 0.95.) Adam's beta1 keeps PyTorch's 0.85-0.95 cycle.
-        cycle = {}
-        if config.optimizer == "sgd":
-            half = round(min(0.05, config.momentum, (1 - config.momentum) / 2), 10)
-            # a band narrower than 1e-6 is no cycle (and rounding could push its ends out of [0, 1))
-            cycle = dict(cycle_momentum=half >= 1e-6, base_momentum=max(0.0, round(config.momentum - half, 10)),
-                         max_momentum=round(config.momentum + half, 10))
+        # Warm up for the first 20% of steps, then anneal to ~0 along a cosine. One-cycle also moves the momentum
+        # (SGD's, or Adam's beta1) against the rate (lowest at the peak rate): here within ±0.05 of --momentum
+        # (less near 0 and 1), which for the default 0.9 is PyTorch's own 0.85-0.95; --momentum 0 stays 0.
+        # (Rounded so that 0.9 gives exactly 0.85 and 0.95.)
+        half = round(min(0.05, config.momentum, (1 - config.momentum) / 2), 10)
+        # a band narrower than 1e-6 is no cycle (and rounding could push its ends out of [0, 1))
+        cycle = dict(cycle_momentum=half >= 1e-6, base_momentum=max(0.0, round(config.momentum - half, 10)),
+                     max_momentum=round(config.momentum + half, 10))
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=config.lr, total_steps=total, pct_start=0.2, div_factor=20, final_div_factor=200,
             **cycle,
@@ -198,6 +206,8 @@ def train(
     model = build_model(config.model, config.dropout)
     params = check_budget(model, config.model, config.param_budget)
     data = data or prepare_data(config)
+    if resume:
+        _check_same_data(run_dir, data.info)
     rundir.create(run_dir, resume)
     # channels_last lets oneDNN use its NHWC convolution kernels. Whether that is faster depends on the CPU and
     # the model (benchmarks/cpu_settings.py; RESULTS.md): 1.06-1.22x for fast20k but 0.83x for tiny20k on one
@@ -216,16 +226,23 @@ def train(
     start_epoch, elapsed_before = 1, 0.0
     if resume:
         state = rundir.load_checkpoint(run_dir)
-        model.load_state_dict(state["model"])
-        if ema_model is not None:
-            ema_model.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        result.history = state["history"]
+        try:
+            model.load_state_dict(state["model"])
+            if ema_model is not None:
+                ema_model.load_state_dict(state["ema"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+            history, last_epoch = list(state["history"]), int(state["epoch"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            # a readable file that is not this run's checkpoint: another model's, or not tinymnist's at all
+            first = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
+            raise TinyMnistError(f"{run_dir / rundir.CHECKPOINT}: not a checkpoint of this run ({config.model}): "
+                                 f"{type(e).__name__} {first}".rstrip()) from None
+        result.history = history
         rundir.rewrite_metrics(run_dir, result.history, METRIC_FIELDS)
-        start_epoch = state["epoch"] + 1
+        start_epoch = last_epoch + 1
         elapsed_before = result.history[-1]["elapsed"] if result.history else 0.0
     else:
         rundir.write_config(run_dir, config, params, data.info)
