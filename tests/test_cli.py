@@ -2,10 +2,13 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tinymnist.cli import main
+
+ZOO_GRID = str(Path(__file__).parents[1] / "benchmarks" / "configs" / "zoo.toml")
 
 
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -65,6 +68,8 @@ def test_summary_of_seed(capsys):
         (["--val-split", "60000"], "--val-split: must be below the 60,000 training images, got 60,000"),
         (["--data-dir", ""], "--data-dir: must not be empty"),
         (["--threads", "100000"], "--threads: this machine has"),
+        (["--config", ZOO_GRID], "zoo.toml: unknown option(s) config (a grid file of configurations: run it "
+                                 "with `tinymnist experiment FILE`)"),
         (["--step-size", "5"], "--step-size: only applies to the step schedule (the schedule is 'onecycle')"),
     ],
 )

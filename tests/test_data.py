@@ -90,7 +90,19 @@ def test_env_var_may_name_a_parent_folder(tmp_path, monkeypatch):
 
 def test_env_var_pointing_nowhere_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TINYMNIST_DATA", str(tmp_path / "typo"))
-    with pytest.raises(TinyMnistError, match=r"\$TINYMNIST_DATA=.*typo: no mnist IDX files"):
+    with pytest.raises(TinyMnistError, match=r"\$TINYMNIST_DATA=.*typo: no such folder \(unset it"):
+        locate("mnist")
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("TINYMNIST_DATA", str(tmp_path / "empty"))
+    with pytest.raises(TinyMnistError, match=r"\$TINYMNIST_DATA=.*empty: no mnist IDX files"):
+        locate("mnist")
+
+
+def test_env_var_parent_folder_with_an_incomplete_copy_names_the_missing_files(tmp_path, monkeypatch):
+    d = make_dataset_dir(tmp_path / "all" / "mnist")
+    (d / "train-images-idx3-ubyte.gz").unlink()
+    monkeypatch.setenv("TINYMNIST_DATA", str(tmp_path / "all"))
+    with pytest.raises(TinyMnistError, match=r"all/mnist is missing train-images-idx3-ubyte\[.gz\]"):
         locate("mnist")
 
 

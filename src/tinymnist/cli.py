@@ -668,7 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "made to look like MNIST: grey, white ink on black, cropped to the ink, longer side 20 px, "
                     "centred by centre of mass in 28x28 (see README). Folders are read recursively.")
     p.add_argument("model", metavar="RUN_DIR_OR_MODEL_FILE",
-                   help="a run directory, or an exported model.onnx / TorchScript file")
+                   help="a run directory (or its model.pt), or an exported model.onnx / TorchScript file")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files and/or folders")
     p.add_argument("--top", type=_positive_int, default=3, metavar="K",
                    help="show the K most likely classes (default: 3)")

@@ -130,7 +130,9 @@ def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None, so
     base = base or TrainConfig()
     unknown = sorted(set(values) - FIELD_NAMES)
     if unknown:
-        raise TinyMnistError(f"{source}: unknown option(s) {', '.join(unknown)}")
+        grid = {"config", "grid"} & set(unknown) and source.endswith(".toml")
+        hint = " (a grid file of configurations: run it with `tinymnist experiment FILE`)" if grid else ""
+        raise TinyMnistError(f"{source}: unknown option(s) {', '.join(unknown)}{hint}")
     defaults = base.to_dict()
     out = {}
     for key, value in values.items():

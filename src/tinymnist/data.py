@@ -244,8 +244,11 @@ def locate(dataset: str = "mnist", data_dir: str | Path | None = None, allow_dow
     env = os.environ.get("TINYMNIST_DATA")
     if data_dir is None and env and not any(_has_files(d) for label, d in places if label == "$TINYMNIST_DATA"):
         # Same for the environment variable: a typo there must not silently fall through to another copy.
-        for label, d in places:
-            missing = _missing_files(d) if label == "$TINYMNIST_DATA" and d.is_dir() else []
+        if not Path(env).is_dir():
+            why = "is a file, not a folder" if Path(env).exists() else "no such folder"
+            raise TinyMnistError(f"$TINYMNIST_DATA={env}: {why} (unset it to use the default search)")
+        for d in (Path(env), Path(env) / dataset):  # the folder itself, or a parent with one folder per dataset
+            missing = _missing_files(d) if d.is_dir() else []
             if 0 < len(missing) < 4:  # some files there: say which are missing, as for --data-dir
                 raise TinyMnistError(f"$TINYMNIST_DATA={env}: {d} is missing {', '.join(missing)} (unset it to "
                                      "use the default search)")

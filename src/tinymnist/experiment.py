@@ -212,7 +212,7 @@ def load_grid(path: Path) -> Suite:
         if not isinstance(label, str) or not _LABEL.match(label):
             raise TinyMnistError(f"{where}: label {label!r} must be letters, digits, '.', '_' or '-'")
         if label in seen:
-            raise TinyMnistError(f"{where}: label '{label}' is used twice")
+            raise TinyMnistError(f"{where}: label '{label}' is used twice (give each entry its own label = \"...\")")
         seen.add(label)
     return Suite(name, f"grid from {path.name}", configs, base=base, source=where)
 
