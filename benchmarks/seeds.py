@@ -17,9 +17,8 @@ from pathlib import Path
 import torch
 
 from tinymnist.cli import OneLineParser
-from tinymnist.config import TrainConfig, config_from_dict, load_toml
+from tinymnist.config import TrainConfig, comparable, config_from_dict, differences, load_toml
 from tinymnist.errors import TinyMnistError
-from tinymnist.experiment import comparable, differences
 from tinymnist.rundir import CHECKPOINT, CONFIG, SUMMARY, cpu_name, read_config
 from tinymnist.train import train
 

@@ -105,6 +105,33 @@ def test_cli_evaluate_write_report(runs, tmp_path, capsys):
     assert (d / "curves.png").is_file() and (d / "report.md").is_file() and (d / "misclassified.csv").is_file()
 
 
+def test_evaluate_on_other_data_keeps_the_runs_report(runs, tmp_path, mnist_dir, capsys):
+    """The third fresh-user trial: evaluate --write-report on other test files rewrote the run's report.md with
+    their figures. A copy of MNIST whose first test label is changed stands in for other data."""
+    import gzip
+
+    d = copy_run(runs[0], tmp_path)
+    other = tmp_path / "other"
+    shutil.copytree(mnist_dir, other)
+    labels = bytearray(gzip.decompress((other / "t10k-labels-idx1-ubyte.gz").read_bytes()))
+    labels[8] = (labels[8] + 1) % 10
+    (other / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(labels)))
+    report_before = (d / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["evaluate", str(d), "--data-dir", str(other), "--write-report"]) == 1
+    err = capsys.readouterr().err
+    assert "--write-report: not rewriting" in err and "differ from the ones it was trained with" in err
+    assert (d / "report.md").read_text() == report_before
+
+
+def test_evaluate_refuses_the_other_datasets_files(runs, tmp_path, capsys):
+    fashion = "/usr/share/datasets/fashion-mnist"
+    if not os.path.isdir(fashion):
+        pytest.skip("dataset-fashion-mnist not installed")
+    assert main(["evaluate", str(runs[0].run_dir), "--data-dir", fashion]) == 1
+    assert "this is fashion-mnist's file, not mnist's" in capsys.readouterr().err
+
+
 def test_report_compares_runs(runs, tmp_path, capsys):
     out = tmp_path / "cmp.png"
     assert main(["report", str(runs[0].run_dir), str(runs[1].run_dir), "--out", str(out)]) == 0

@@ -280,7 +280,8 @@ def test_resume_refuses_other_data_and_keeps_the_run(tmp_path):
     assert [m["epoch"] for m in train(cfg.replace(data_dir=str(copy)), resume=True).history] == [1, 2]
 
 
-@pytest.mark.parametrize("damage", ["other-model", "not-tinymnist", "folder"])
+@pytest.mark.parametrize("damage", ["other-model", "same-model-other-options", "old-format-other-model",
+                                    "not-tinymnist", "folder"])
 def test_resume_from_a_checkpoint_that_is_not_this_runs_is_one_line_and_keeps_the_run(tmp_path, damage):
     from conftest import make_dataset_dir
 
@@ -292,7 +293,18 @@ def test_resume_from_a_checkpoint_that_is_not_this_runs_is_one_line_and_keeps_th
         train(TrainConfig(model="tiny8k", epochs=2, batch_size=32, data_dir=str(data), runs_root=str(tmp_path),
                           name="t8", threads=1), stop_after=1)
         ckpt.write_bytes((tmp_path / "t8" / rundir.CHECKPOINT).read_bytes())
-        expected = r"checkpoint.pt: not a checkpoint of this run \(tiny1k\): RuntimeError"
+        expected = r"checkpoint.pt: saved by a run with other options \(model: 'tiny8k' there, 'tiny1k' now\)"
+    elif damage == "same-model-other-options":  # the third trial's case: it loaded, then failed mid-epoch
+        train(cfg.replace(name="adam", optimizer="adam", lr=0.003), stop_after=1)
+        ckpt.write_bytes((tmp_path / "runs" / "adam" / rundir.CHECKPOINT).read_bytes())
+        expected = r"saved by a run with other options \(optimizer: 'adam' there, 'sgd' now, lr: 0.003 there"
+    elif damage == "old-format-other-model":  # written before checkpoints carried their options
+        train(TrainConfig(model="tiny8k", epochs=2, batch_size=32, data_dir=str(data), runs_root=str(tmp_path),
+                          name="t8", threads=1), stop_after=1)
+        state = torch.load(tmp_path / "t8" / rundir.CHECKPOINT, weights_only=False)
+        del state["config"]
+        torch.save(state, ckpt)
+        expected = r"checkpoint.pt: not a checkpoint of this run \(tiny1k\): RuntimeError Error\(s\) in loading"
     elif damage == "not-tinymnist":
         torch.save({"a": 1}, ckpt)
         expected = r"checkpoint.pt: not a checkpoint of this run \(tiny1k\): KeyError"

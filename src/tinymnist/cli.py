@@ -329,6 +329,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.write_report:
         from .report import write_run_report
 
+        if ev.data_differs:  # the report would describe other data as this run's result: keep the run's own
+            raise TinyMnistError(f"--write-report: not rewriting {args.run_dir}'s report: these test files differ "
+                                 "from the ones it was trained with (sha256), so the figures are not the run's")
         paths = write_run_report(args.run_dir, evaluation=ev)
         print(f"\nwrote {', '.join(p.name for p in paths.values())} in {args.run_dir}",
               file=sys.stderr if args.json else sys.stdout)

@@ -123,6 +123,23 @@ class TrainConfig:
 
 FIELD_NAMES = {f.name for f in fields(TrainConfig)}
 
+# Options that do not change what a run computes: ignored when deciding whether a saved run (an experiment's, a
+# tuning retrain, a checkpoint to resume) was made with the same options.
+NOT_COMPARED = ("name", "runs_root", "threads", "data_dir", "tensorboard", "eval_batch_size")
+
+
+def comparable(config: TrainConfig) -> dict[str, Any]:
+    d = config.to_dict()
+    for k in NOT_COMPARED:
+        d.pop(k, None)
+    return d
+
+
+def differences(a: TrainConfig, b: TrainConfig) -> str:
+    """The options that differ, as "option: A there, B now, ..." (empty if none)."""
+    da, db = comparable(a), comparable(b)
+    return ", ".join(f"{k}: {da[k]!r} there, {db[k]!r} now" for k in da if da[k] != db[k])
+
 
 def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None, source: str = "config") -> TrainConfig:
     """Build a config from plain values (TOML table, JSON, experiment grid), rejecting unknown keys and

@@ -149,6 +149,7 @@ class RunEvaluation:
     images: torch.Tensor = field(repr=False)  # the evaluated test images, uint8 [N, 28, 28], for pictures
     labels: torch.Tensor = field(repr=False)
     warnings: list[str] = field(default_factory=list)
+    data_differs: bool = False  # the test files' checksums differ from those the run was trained with
 
     def to_dict(self) -> dict:
         """Plain JSON-able numbers (no images)."""
@@ -168,14 +169,16 @@ class RunEvaluation:
 def load_test_split(dataset: str, data_dir: str | Path | None, test_subset: int = 0):
     """The test images of a dataset exactly as `train` used them (first `test_subset` if set), as uint8, plus
     the sha256 of the two test files. Reads only the test split: it is what evaluation needs."""
-    from .data import SPLIT_FILES, _find_file, locate, read_split
+    from .data import SPLIT_FILES, _find_file, _refuse_other_dataset, locate, read_split
 
     directory, _ = locate(dataset, data_dir)
     split = read_split(directory, "test")
     sha = {}
     for stem in SPLIT_FILES["test"]:
         p = _find_file(directory, stem)
-        sha[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
+        payload = p.read_bytes()
+        _refuse_other_dataset(p, payload, dataset)  # Fashion-MNIST files for an MNIST run, or the other way round
+        sha[p.name] = hashlib.sha256(payload).hexdigest()
     images, labels = split.images, split.labels
     if test_subset:
         images, labels = images[:test_subset], labels[:test_subset]
@@ -207,6 +210,7 @@ def evaluate_run(
     # convolution kernels, so the numbers match the run's to the last bit, not just to rounding.
     model = model.to(memory_format=torch.channels_last)
     warnings: list[str] = []
+    data_differs = False
     if test is None:
         source = data_dir if data_dir is not None else config.data_dir
         if data_dir is None and config.data_dir is not None and not Path(config.data_dir).is_dir():
@@ -216,6 +220,7 @@ def evaluate_run(
         recorded = payload.get("data", {}).get("sha256", {})
         for name, digest in sha.items():
             if name in recorded and recorded[name] != digest:
+                data_differs = True
                 warnings.append(f"{name} differs from the file this run was trained with (sha256 mismatch): "
                                 "accuracy may not match the run's own")
     else:
@@ -241,4 +246,5 @@ def evaluate_run(
         loss=basic.loss, accuracy=basic.accuracy, correct=basic.correct, total=basic.total,
         confusion=confusion, per_class=per_class_metrics(confusion, names),
         mistakes=find_mistakes(logits, labels), images=images, labels=labels, warnings=warnings,
+        data_differs=data_differs,
     )

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig, config_from_dict, read_toml
+from .config import NOT_COMPARED, TrainConfig, config_from_dict, differences, read_toml
 from .errors import TinyMnistError
 
 # Epochs of a suite run unless --epochs (or a grid file's [base]) says otherwise: the training default, because
@@ -46,8 +46,6 @@ EXPERIMENTS_DIR = "experiments"
 
 # Options the runner sets itself: a suite or grid file may not set them.
 RESERVED = ("name", "runs_root", "seed", "threads")
-# Options that do not change what a run computes; ignored when deciding whether an existing run can be reused.
-NOT_COMPARED = ("name", "runs_root", "threads", "data_dir", "tensorboard", "eval_batch_size")
 
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -249,18 +247,6 @@ class Plan:
 
 def suite_directory(runs_root: str | Path, suite: str) -> Path:
     return Path(runs_root) / EXPERIMENTS_DIR / suite
-
-
-def comparable(config: TrainConfig) -> dict:
-    d = config.to_dict()
-    for k in NOT_COMPARED:
-        d.pop(k, None)
-    return d
-
-
-def differences(a: TrainConfig, b: TrainConfig) -> str:
-    da, db = comparable(a), comparable(b)
-    return ", ".join(f"{k}: {da[k]!r} there, {db[k]!r} now" for k in da if da[k] != db[k])
 
 
 def _inspect_existing(run: PlannedRun) -> str | None:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from . import rundir
 from .augment import random_affine
-from .config import TrainConfig
+from .config import TrainConfig, config_from_dict, differences
 from .data import NORMALIZATION, Split, load_dataset, normalize, split_validation
 from .errors import TinyMnistError
 from .evaluate import evaluate
@@ -104,6 +104,23 @@ def prepare_data(config: TrainConfig) -> PreparedData:
             "train_images": len(train), "val_images": len(val) if val else 0, "test_images": len(test)}
     return PreparedData(norm(train), train.labels, norm(test), test.labels, norm(val),
                         None if val is None else val.labels, info)
+
+
+def _check_own_checkpoint(run_dir: Path, state: object, config: TrainConfig) -> None:
+    """Refuse a checkpoint saved by another run (copied in by hand): loading one of the same model would go
+    through and then fail mid-epoch, or worse, continue with another run's weights and history."""
+    if not isinstance(state, dict):
+        raise TinyMnistError(f"{run_dir / rundir.CHECKPOINT}: not a checkpoint of this run ({config.model}): "
+                             f"it holds a {type(state).__name__}")
+    if isinstance(state.get("config"), dict):  # checkpoints written before this check have none
+        try:
+            saved = config_from_dict(state["config"], source="checkpoint")
+        except TinyMnistError as e:
+            raise TinyMnistError(f"{run_dir / rundir.CHECKPOINT}: unreadable options ({e})") from None
+        diff = differences(saved, config)
+        if diff:
+            raise TinyMnistError(f"{run_dir / rundir.CHECKPOINT}: saved by a run with other options ({diff}), not "
+                                 "by this one")
 
 
 def _check_same_data(run_dir: Path, info: dict) -> None:
@@ -226,6 +243,7 @@ def train(
     start_epoch, elapsed_before = 1, 0.0
     if resume:
         state = rundir.load_checkpoint(run_dir)
+        _check_own_checkpoint(run_dir, state, config)
         try:
             model.load_state_dict(state["model"])
             if ema_model is not None:
@@ -237,9 +255,9 @@ def train(
             history, last_epoch = list(state["history"]), int(state["epoch"])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
             # a readable file that is not this run's checkpoint: another model's, or not tinymnist's at all
-            first = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
+            detail = " ".join(str(e).split())[:120]  # one line, however torch words it
             raise TinyMnistError(f"{run_dir / rundir.CHECKPOINT}: not a checkpoint of this run ({config.model}): "
-                                 f"{type(e).__name__} {first}".rstrip()) from None
+                                 f"{type(e).__name__} {detail}".rstrip()) from None
         result.history = history
         rundir.rewrite_metrics(run_dir, result.history, METRIC_FIELDS)
         start_epoch = last_epoch + 1
@@ -307,6 +325,7 @@ def train(
             "ema": ema_model.state_dict() if ema_model is not None else None,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "rng": torch.get_rng_state(), "epoch": epoch, "history": result.history,
+            "config": config.to_dict(),  # so that --resume can tell this run's checkpoint from another's
         })
         rundir.append_metrics(run_dir, metrics, METRIC_FIELDS)
         if writer is not None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig, config_from_dict
+from .config import NOT_COMPARED, TrainConfig, config_from_dict
 from .errors import TinyMnistError, first_line
 from .train import train
 
@@ -28,7 +28,6 @@ TUNE_VAL_SPLIT = 5000  # held-out training images unless --val-split says otherw
 DEFAULT_TRIALS = 20
 TUNE_DIR = "tune"
 # Options that do not change what a trial computes; all workers of one study must agree on everything else.
-NOT_COMPARED = ("name", "runs_root", "threads", "data_dir", "tensorboard", "eval_batch_size")
 SEARCHED = ("lr", "weight_decay", "dropout", "label_smoothing", "rotate", "translate")
 
 
@@ -343,7 +342,7 @@ def retrain_state(run_dir: Path, config: TrainConfig) -> str:
     A done or partial run trained with other options than `config` is refused: the folder name only says which
     trial number it retrained, and another search (a deleted or different --storage) numbers its trials alike."""
     from . import rundir
-    from .experiment import differences
+    from .config import differences
     from .report import REPORT
 
     # train() writes report.md last: a summary without it is a run stopped while drawing its figures.
