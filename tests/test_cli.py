@@ -156,6 +156,23 @@ def test_resume_of_missing_run(tmp_path):
     assert r.returncode == 1 and "run directory not found" in r.stderr
 
 
+def test_resume_without_a_checkpoint_says_what_it_will_do(tmp_path, mnist_dir, capsys):
+    """The fourth trial: a run whose checkpoint.pt was deleted after epochs were recorded was told "no epoch had
+    been saved" and retrained silently; a finished run without one printed that and then an error."""
+    args = ["train", "--model", "tiny1k", "--epochs", "2", "--train-subset", "300", "--test-subset", "100",
+            "--batch-size", "50", "--threads", "1", "--runs-root", str(tmp_path)]
+    assert main([*args, "--name", "done"]) == 0
+    (tmp_path / "done" / "checkpoint.pt").unlink()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "done")]) == 1
+    captured = capsys.readouterr()
+    assert "no checkpoint to resume from" in captured.err and "trains again" not in captured.out
+    (tmp_path / "done" / "summary.json").unlink()  # as if stopped after its last epoch, before the summary
+    assert main(["train", "--resume", str(tmp_path / "done")]) == 0
+    assert "its checkpoint.pt is missing, so its 2 recorded epoch(s) are trained again from epoch 1" \
+        in capsys.readouterr().out
+
+
 def test_data_check_reports_official_status():
     r = run_cli("data", "check")
     assert r.returncode == 0, r.stderr

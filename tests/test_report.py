@@ -122,6 +122,29 @@ def test_evaluate_on_other_data_keeps_the_runs_report(runs, tmp_path, mnist_dir,
     err = capsys.readouterr().err
     assert "--write-report: not rewriting" in err and "differ from the ones it was trained with" in err
     assert (d / "report.md").read_text() == report_before
+    # The same changed labels, uncompressed: the check is on the content, so it is caught too (the fourth
+    # trial's case); and the unchanged data uncompressed is the same data: no warning.
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for f in other.glob("*.gz"):
+        (raw / f.name[:-3]).write_bytes(gzip.decompress(f.read_bytes()))
+    assert main(["evaluate", str(d), "--data-dir", str(raw), "--write-report"]) == 1
+    assert "differ from the ones it was trained with" in capsys.readouterr().err
+    official = (mnist_dir / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(gzip.decompress(official))
+    assert main(["evaluate", str(d), "--data-dir", str(raw)]) == 0
+    assert "warning" not in capsys.readouterr().out
+
+
+def test_write_report_refuses_weights_that_are_not_the_runs(runs, tmp_path, capsys):
+    d = copy_run(runs[0], tmp_path)
+    (d / "model.pt").write_bytes((runs[1].run_dir / "model.pt").read_bytes())  # same model, other run
+    report_before = (d / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["evaluate", str(d), "--write-report"]) == 1
+    captured = capsys.readouterr()
+    assert "not the run's recorded" in captured.err and captured.err.count("\n") == 1 and not captured.out
+    assert (d / "report.md").read_text() == report_before
 
 
 def test_evaluate_refuses_the_other_datasets_files(runs, tmp_path, capsys):
@@ -129,7 +152,8 @@ def test_evaluate_refuses_the_other_datasets_files(runs, tmp_path, capsys):
     if not os.path.isdir(fashion):
         pytest.skip("dataset-fashion-mnist not installed")
     assert main(["evaluate", str(runs[0].run_dir), "--data-dir", fashion]) == 1
-    assert "this is fashion-mnist's file, not mnist's" in capsys.readouterr().err
+    assert "this is fashion-mnist's file, not mnist's (point --data-dir at the files this run was trained on)" \
+        in capsys.readouterr().err
 
 
 def test_report_compares_runs(runs, tmp_path, capsys):

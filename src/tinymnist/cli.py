@@ -167,6 +167,22 @@ def config_from_args(args: argparse.Namespace):
 RESUME_OPTIONS = ("data_dir", "threads")
 
 
+def _restart_note(run: Path) -> str:
+    """What --resume will do with a run that has no checkpoint to continue from (rundir.target decides)."""
+    from .rundir import CHECKPOINT, METRICS, SUMMARY
+
+    if not run.is_dir() or (run / CHECKPOINT).exists() or (run / SUMMARY).exists():
+        return ""  # resumed from its checkpoint, or refused with a reason
+    try:
+        rows = max(0, len((run / METRICS).read_text().splitlines()) - 1)
+    except OSError:
+        rows = 0
+    if rows:
+        return (f": its checkpoint.pt is missing, so its {rows} recorded epoch(s) are trained again from epoch 1 "
+                "(the same seed gives the same numbers)")
+    return ": no epoch had been saved, so it trains again from epoch 1"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .rundir import read_config
     from .train import train
@@ -190,10 +206,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             if k in vars(args):
                 setattr(config, k, getattr(args, k))
         check_threads(getattr(args, "threads", None))
-        if (run / "checkpoint.pt").is_file() or not run.is_dir():
-            print(f"resuming {run}")
-        else:  # stopped before its first checkpoint (rundir.target refuses anything worse)
-            print(f"resuming {run}: no epoch had been saved, so it trains again from epoch 1")
+        print(f"resuming {run}{_restart_note(run)}")
     else:
         config = config_from_args(args)
         from .rundir import target
@@ -320,6 +333,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise TinyMnistError(f"--mistakes: must not be negative, got {args.mistakes}")
     ev = evaluate_run(args.run_dir, data_dir=args.data_dir)
     summary = read_summary(args.run_dir) if (Path(args.run_dir) / SUMMARY).is_file() else None
+    if args.write_report:
+        # The report would present other data, or other weights, as this run's result: keep the run's own.
+        why = ("these test files differ from the ones it was trained with (sha256)" if ev.data_differs else
+               f"the weights give {100 * ev.accuracy:.2f}%, not the run's recorded "
+               f"{100 * summary['final_test_acc']:.2f}% (model.pt replaced, or another CPU's arithmetic)"
+               if summary and ev.accuracy != summary["final_test_acc"] else None)
+        if why:
+            raise TinyMnistError(f"--write-report: not rewriting {args.run_dir}'s report: {why}; evaluate without "
+                                 "--write-report shows the figures")
     if args.json:
         payload = ev.to_dict()
         payload["run_final_test_acc"] = summary["final_test_acc"] if summary else None
@@ -329,9 +351,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.write_report:
         from .report import write_run_report
 
-        if ev.data_differs:  # the report would describe other data as this run's result: keep the run's own
-            raise TinyMnistError(f"--write-report: not rewriting {args.run_dir}'s report: these test files differ "
-                                 "from the ones it was trained with (sha256), so the figures are not the run's")
         paths = write_run_report(args.run_dir, evaluation=ev)
         print(f"\nwrote {', '.join(p.name for p in paths.values())} in {args.run_dir}",
               file=sys.stderr if args.json else sys.stdout)

@@ -100,7 +100,28 @@ class Dataset:
     test: Split
     directory: Path
     source: str  # which step of the search order found it
-    sha256: dict[str, str] = field(default_factory=dict)
+    sha256: dict[str, str] = field(default_factory=dict)  # of each file as stored (compressed or not)
+    content_sha256: dict[str, str] = field(default_factory=dict)  # of what it holds: see content_checksums
+
+
+def differing_data(recorded: dict, now: dict, prefix: str = "") -> list[str]:
+    """Which of a run's recorded data checksums (config.json's "data") differ from `now` (same form), among keys
+    starting with `prefix` ("t10k" for the test files only). Content checksums decide where the run has them;
+    runs saved before they existed are compared by file checksum, file by file."""
+    for field_name in ("content_sha256", "sha256"):
+        old, new = recorded.get(field_name) or {}, now.get(field_name) or {}
+        common = [k for k in old if k in new and k.startswith(prefix)]
+        if common:
+            return [k for k in common if old[k] != new[k]]
+    return []
+
+
+def content_checksums(split: Split, name: str) -> dict[str, str]:
+    """sha256 of a split's images and labels as read, so the same data gives the same checksums whether its files
+    are gzipped, recompressed or plain (the file checksums differ then). Keys: "train-images", "t10k-labels", ...
+    (name is "train" or "t10k")."""
+    return {f"{name}-images": hashlib.sha256(split.images.numpy().tobytes()).hexdigest(),
+            f"{name}-labels": hashlib.sha256(split.labels.numpy().tobytes()).hexdigest()}
 
 
 # --------------------------------------------------------------------------------------------------- IDX reader
@@ -292,10 +313,12 @@ def load_dataset(dataset: str = "mnist", data_dir: str | Path | None = None) -> 
             payload = p.read_bytes()
             _refuse_other_dataset(p, payload, dataset)
             sha[p.name] = hashlib.sha256(payload).hexdigest()
-    return Dataset(name=dataset, train=train, test=test, directory=directory, source=source, sha256=sha)
+    content = {**content_checksums(train, "train"), **content_checksums(test, "t10k")}
+    return Dataset(name=dataset, train=train, test=test, directory=directory, source=source, sha256=sha,
+                   content_sha256=content)
 
 
-def _refuse_other_dataset(path: Path, payload: bytes, dataset: str) -> None:
+def _refuse_other_dataset(path: Path, payload: bytes, dataset: str, fix: str = "") -> None:
     """MNIST and Fashion-MNIST files have the same names and format: a --data-dir pointing at the wrong one
     would train quietly on the wrong images. The official .gz checksums tell them apart, and for copies that are
     uncompressed or recompressed, the checksums of the uncompressed labels."""
@@ -308,8 +331,8 @@ def _refuse_other_dataset(path: Path, payload: bytes, dataset: str) -> None:
             labels = None  # a damaged file: reading it reports that
     for other, sums in OFFICIAL_MD5.items():
         if other != dataset and (md5 in sums.values() or labels in LABEL_SHA256[other]):
-            raise TinyMnistError(f"{path}: this is {other}'s file, not {dataset}'s (choose --dataset {other} or "
-                                 "another --data-dir)")
+            fix = fix or f"choose --dataset {other} or another --data-dir"
+            raise TinyMnistError(f"{path}: this is {other}'s file, not {dataset}'s ({fix})")
 
 
 def normalize(images: torch.Tensor, dataset: str = "mnist") -> torch.Tensor:

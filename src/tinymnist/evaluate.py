@@ -168,8 +168,9 @@ class RunEvaluation:
 
 def load_test_split(dataset: str, data_dir: str | Path | None, test_subset: int = 0):
     """The test images of a dataset exactly as `train` used them (first `test_subset` if set), as uint8, plus
-    the sha256 of the two test files. Reads only the test split: it is what evaluation needs."""
-    from .data import SPLIT_FILES, _find_file, _refuse_other_dataset, locate, read_split
+    their checksums in the form config.json records ({"sha256": per file, "content_sha256": per content}).
+    Reads only the test split: it is what evaluation needs."""
+    from .data import SPLIT_FILES, _find_file, _refuse_other_dataset, content_checksums, locate, read_split
 
     directory, _ = locate(dataset, data_dir)
     split = read_split(directory, "test")
@@ -177,12 +178,13 @@ def load_test_split(dataset: str, data_dir: str | Path | None, test_subset: int 
     for stem in SPLIT_FILES["test"]:
         p = _find_file(directory, stem)
         payload = p.read_bytes()
-        _refuse_other_dataset(p, payload, dataset)  # Fashion-MNIST files for an MNIST run, or the other way round
+        # Fashion-MNIST files for an MNIST run, or the other way round
+        _refuse_other_dataset(p, payload, dataset, fix="point --data-dir at the files this run was trained on")
         sha[p.name] = hashlib.sha256(payload).hexdigest()
     images, labels = split.images, split.labels
     if test_subset:
         images, labels = images[:test_subset], labels[:test_subset]
-    return images, labels, sha
+    return images, labels, {"sha256": sha, "content_sha256": content_checksums(split, "t10k")}
 
 
 def evaluate_run(
@@ -202,7 +204,7 @@ def evaluate_run(
         evaluation (the same model as the saved weights): skips one pass over the test set.
     """
     from . import rundir
-    from .data import CLASS_NAMES, normalize
+    from .data import CLASS_NAMES, differing_data, normalize
 
     run_dir = Path(run_dir)
     model, config = rundir.load_model(run_dir)
@@ -215,14 +217,12 @@ def evaluate_run(
         source = data_dir if data_dir is not None else config.data_dir
         if data_dir is None and config.data_dir is not None and not Path(config.data_dir).is_dir():
             source = None  # the run was made elsewhere; search as usual (the checksum check below still applies)
-        images, labels, sha = load_test_split(config.dataset, source, config.test_subset)
+        images, labels, sums = load_test_split(config.dataset, source, config.test_subset)
         _, payload = rundir.read_config(run_dir)
-        recorded = payload.get("data", {}).get("sha256", {})
-        for name, digest in sha.items():
-            if name in recorded and recorded[name] != digest:
-                data_differs = True
-                warnings.append(f"{name} differs from the file this run was trained with (sha256 mismatch): "
-                                "accuracy may not match the run's own")
+        for name in differing_data(payload.get("data", {}), sums, prefix="t10k"):
+            data_differs = True
+            warnings.append(f"{name} differs from the data this run was trained with (sha256 mismatch): "
+                            "accuracy may not match the run's own")
     else:
         images, labels = test
     if len(labels) == 0:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from . import rundir
 from .augment import random_affine
 from .config import TrainConfig, config_from_dict, differences
-from .data import NORMALIZATION, Split, load_dataset, normalize, split_validation
+from .data import NORMALIZATION, Split, differing_data, load_dataset, normalize, split_validation
 from .errors import TinyMnistError
 from .evaluate import evaluate
 from .models import build_model, check_budget
@@ -101,6 +101,7 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         return None if s is None else normalize(s.images, config.dataset)
 
     info = {"dataset": ds.name, "source": ds.source, "directory": str(ds.directory), "sha256": ds.sha256,
+            "content_sha256": ds.content_sha256,
             "train_images": len(train), "val_images": len(val) if val else 0, "test_images": len(test)}
     return PreparedData(norm(train), train.labels, norm(test), test.labels, norm(val),
                         None if val is None else val.labels, info)
@@ -127,10 +128,11 @@ def _check_same_data(run_dir: Path, info: dict) -> None:
     """A resumed run must see the data it started with: another folder is fine, other files are not (the run's
     config.json would then describe data it was not trained on)."""
     saved = rundir.read_config(run_dir)[1].get("data", {})
-    if saved.get("sha256") and saved["sha256"] != info["sha256"]:
+    differ = differing_data(saved, info)
+    if differ:
         raise TinyMnistError(f"--resume {run_dir}: the data found ({info['dataset']} in {info['directory']}) is not "
                              f"the data the run started with ({saved.get('dataset')} in {saved.get('directory')}: "
-                             "other file checksums)")
+                             f"{', '.join(differ)} differ)")
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
