@@ -162,6 +162,9 @@ def test_resume_without_a_checkpoint_says_what_it_will_do(tmp_path, mnist_dir, c
     args = ["train", "--model", "tiny1k", "--epochs", "2", "--train-subset", "300", "--test-subset", "100",
             "--batch-size", "50", "--threads", "1", "--runs-root", str(tmp_path)]
     assert main([*args, "--name", "done"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "done")]) == 0  # a finished run: says what it does
+    assert "it had finished; its final weights, summary and report are written again" in capsys.readouterr().out
     (tmp_path / "done" / "checkpoint.pt").unlink()
     capsys.readouterr()
     assert main(["train", "--resume", str(tmp_path / "done")]) == 1
@@ -207,3 +210,18 @@ def test_a_config_file_may_name_an_augmentation_preset(tmp_path):
     cfg.write_text('augment = "huge"\n')
     r = run_cli("train", "--config", str(cfg), "--runs-root", str(tmp_path))
     assert r.returncode == 1 and "option 'augment' must be one of" in r.stderr
+
+
+def test_interrupt_before_the_run_directory_is_written_says_to_start_again(tmp_path, mnist_dir, capsys, monkeypatch):
+    """The fifth trial: Ctrl-C during start-up suggested --resume of a folder that held nothing to resume."""
+    import importlib
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    # the module, not the package's re-exported train() function of the same name
+    monkeypatch.setattr(importlib.import_module("tinymnist.train"), "train", interrupted)
+    assert main(["train", "--epochs", "1", "--train-subset", "200", "--test-subset", "100",
+                 "--runs-root", str(tmp_path), "--name", "r"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted before training started; run the same command again" in err and "--resume" not in err

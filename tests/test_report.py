@@ -147,6 +147,21 @@ def test_write_report_refuses_weights_that_are_not_the_runs(runs, tmp_path, caps
     assert (d / "report.md").read_text() == report_before
 
 
+def test_write_report_refuses_weights_nudged_so_little_the_accuracy_is_the_same(runs, tmp_path, capsys):
+    d = copy_run(runs[0], tmp_path)
+    saved = torch.load(d / "model.pt", weights_only=False)
+    head = next(k for k in saved["state_dict"] if k.endswith("head.weight"))
+    saved["state_dict"][head] = saved["state_dict"][head] * 1.0001  # the fifth trial's change: same accuracy
+    torch.save(saved, d / "model.pt")
+    report_before = (d / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["evaluate", str(d), "--write-report"]) == 1
+    assert "not the run's recorded" in capsys.readouterr().err
+    assert (d / "report.md").read_text() == report_before
+    assert main(["evaluate", str(runs[0].run_dir)]) == 0  # the run's own weights still match to the last bit
+    assert "summary.json: identical" in capsys.readouterr().out
+
+
 def test_evaluate_refuses_the_other_datasets_files(runs, tmp_path, capsys):
     fashion = "/usr/share/datasets/fashion-mnist"
     if not os.path.isdir(fashion):

@@ -274,6 +274,14 @@ def test_resume_refuses_other_data_and_keeps_the_run(tmp_path):
                                              r"train-labels(, t10k-images, t10k-labels)? differ\)"):
         train(cfg.replace(data_dir=str(b)), resume=True)
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # nothing touched
+    # Without its checkpoint the run trains again from epoch 1, still on the data its record names: other data
+    # is refused then too (the fifth trial's case: it retrained on changed labels and rewrote config.json).
+    ckpt = (run / rundir.CHECKPOINT).read_bytes()
+    (run / rundir.CHECKPOINT).unlink()
+    with pytest.raises(TinyMnistError, match=r"is not the data the run started with"):
+        train(cfg.replace(data_dir=str(b)), resume=True)
+    assert (run / "config.json").read_bytes() == before["config.json"]
+    (run / rundir.CHECKPOINT).write_bytes(ckpt)
     # The same data uncompressed (other file checksums, same content) is the same data: the run resumes.
     raw = make_dataset_dir(tmp_path / "raw", compress=False)
     assert [m["epoch"] for m in train(cfg.replace(data_dir=str(raw)), resume=True).history] == [1, 2]

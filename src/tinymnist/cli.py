@@ -169,8 +169,11 @@ RESUME_OPTIONS = ("data_dir", "threads")
 
 def _restart_note(run: Path) -> str:
     """What --resume will do with a run that has no checkpoint to continue from (rundir.target decides)."""
+    from .report import REPORT
     from .rundir import CHECKPOINT, METRICS, SUMMARY
 
+    if (run / CHECKPOINT).is_file() and (run / SUMMARY).is_file() and (run / REPORT).is_file():
+        return ": it had finished; its final weights, summary and report are written again from its checkpoint"
     if not run.is_dir() or (run / CHECKPOINT).exists() or (run / SUMMARY).exists():
         return ""  # resumed from its checkpoint, or refused with a reason
     try:
@@ -234,8 +237,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         result = train(config, resume=bool(args.resume), on_epoch=progress.epoch, on_batch=progress.batch)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: tinymnist train --resume {Path(config.runs_root) / str(config.name)}",
-              file=sys.stderr)
+        run = Path(config.runs_root) / str(config.name)
+        if (run / "config.json").is_file():
+            print(f"\ninterrupted; continue with: tinymnist train --resume {run}", file=sys.stderr)
+        else:  # stopped before the run directory was written: there is nothing to resume
+            print("\ninterrupted before training started; run the same command again", file=sys.stderr)
         return 130
     best = result.best_epoch
     last = result.history[-1]
@@ -295,7 +301,7 @@ def format_evaluation(ev, summary: dict | None, mistakes: int = 10) -> str:
            f"test accuracy      {100 * ev.accuracy:.2f}%  ({ev.correct:,} / {ev.total:,} correct)",
            f"test loss          {ev.loss:.4f}"]
     if summary is not None:
-        same = summary["final_test_acc"] == ev.accuracy
+        same = _matches_summary(ev, summary)
         out.append(f"run's own figure   {100 * summary['final_test_acc']:.2f}%  (summary.json: "
                    + ("identical)" if same else "DIFFERENT: other data or weights?)"))
     for w in ev.warnings:
@@ -323,6 +329,15 @@ def format_evaluation(ev, summary: dict | None, mistakes: int = 10) -> str:
     return "\n".join(out)
 
 
+def _matches_summary(ev, summary: dict) -> bool:
+    """Whether an evaluation reproduces the run's recorded final test figures: it does to the last bit with the
+    run's weights and data (same model, same kernels), so any difference means other weights or data."""
+    import math
+
+    loss = summary.get("final_test_loss")
+    return ev.accuracy == summary["final_test_acc"] and (loss is None or math.isclose(ev.loss, loss, rel_tol=1e-9))
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
@@ -336,9 +351,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.write_report:
         # The report would present other data, or other weights, as this run's result: keep the run's own.
         why = ("these test files differ from the ones it was trained with (sha256)" if ev.data_differs else
-               f"the weights give {100 * ev.accuracy:.2f}%, not the run's recorded "
-               f"{100 * summary['final_test_acc']:.2f}% (model.pt replaced, or another CPU's arithmetic)"
-               if summary and ev.accuracy != summary["final_test_acc"] else None)
+               f"the weights give {100 * ev.accuracy:.2f}% and loss {ev.loss:.6f}, not the run's recorded "
+               f"{100 * summary['final_test_acc']:.2f}% and {summary.get('final_test_loss', float('nan')):.6f} "
+               "(model.pt replaced, or another CPU's arithmetic)"
+               if summary and not _matches_summary(ev, summary) else None)
         if why:
             raise TinyMnistError(f"--write-report: not rewriting {args.run_dir}'s report: {why}; evaluate without "
                                  "--write-report shows the figures")

@@ -220,12 +220,13 @@ def train(
         torch.set_num_threads(config.threads)
     # Everything that can refuse the run does so before anything is written: a bad run directory, an
     # over-budget model, missing or corrupt data. A refused run leaves no empty folder behind.
+    asked_to_resume = resume
     run_dir, resume = rundir.target(config, resume)
     torch.manual_seed(config.seed)
     model = build_model(config.model, config.dropout)
     params = check_budget(model, config.model, config.param_budget)
     data = data or prepare_data(config)
-    if resume:
+    if asked_to_resume:  # also when it restarts from epoch 1 (no checkpoint): the run's record says which data
         _check_same_data(run_dir, data.info)
     rundir.create(run_dir, resume)
     # channels_last lets oneDNN use its NHWC convolution kernels. Whether that is faster depends on the CPU and
