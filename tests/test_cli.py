@@ -225,3 +225,19 @@ def test_interrupt_before_the_run_directory_is_written_says_to_start_again(tmp_p
                  "--runs-root", str(tmp_path), "--name", "r"]) == 130
     err = capsys.readouterr().err
     assert "interrupted before training started; run the same command again" in err and "--resume" not in err
+
+
+def test_a_second_resume_of_a_run_being_trained_is_refused(tmp_path, mnist_dir):
+    """The sixth trial: two `--resume` of one run at once both trained it, each appending every epoch to its
+    metrics.csv. Here the first is stood in for by a lock held the way a running --resume holds it."""
+    import fcntl
+
+    assert main(["train", "--model", "tiny1k", "--epochs", "1", "--train-subset", "300", "--test-subset", "100",
+                 "--batch-size", "50", "--threads", "1", "--runs-root", str(tmp_path), "--name", "r"]) == 0
+    metrics = (tmp_path / "r" / "metrics.csv").read_text()
+    with open(tmp_path / "r" / ".resume.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        r = run_cli("train", "--resume", str(tmp_path / "r"))
+    assert r.returncode == 1 and "another --resume of this run is training it right now" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and (tmp_path / "r" / "metrics.csv").read_text() == metrics
+    assert run_cli("train", "--resume", str(tmp_path / "r")).returncode == 0  # the lock went with its holder

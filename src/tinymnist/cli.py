@@ -167,6 +167,28 @@ def config_from_args(args: argparse.Namespace):
 RESUME_OPTIONS = ("data_dir", "threads")
 
 
+def _lock_for_resume(run: Path):
+    """An exclusive lock on the run for as long as this --resume trains it: two at once would each append every
+    epoch to metrics.csv. The lock goes with the process (flock), so a killed run never leaves it stuck."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no lock
+        return None
+    if not run.is_dir():
+        return None  # refused later with its reason
+    try:
+        handle = open(run / ".resume.lock", "a")  # noqa: SIM115 - held open until training ends
+    except OSError:
+        return None  # an unwritable run is refused later with its reason
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise TinyMnistError(f"{run}: another --resume of this run is training it right now; wait for it to "
+                             "end") from None
+    return handle
+
+
 def _restart_note(run: Path) -> str:
     """What --resume will do with a run that has no checkpoint to continue from (rundir.target decides)."""
     from .report import REPORT
@@ -234,6 +256,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"for {_plural(config.epochs, 'epoch')}: {config.optimizer} lr {config.lr:g}, "
               f"{config.schedule} schedule, batch {config.batch_size}, {aug}{extras}, seed {config.seed}")
     progress = Progress(config.epochs)
+    lock = _lock_for_resume(Path(args.resume)) if args.resume else None
     try:
         result = train(config, resume=bool(args.resume), on_epoch=progress.epoch, on_batch=progress.batch)
     except KeyboardInterrupt:
@@ -243,6 +266,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:  # stopped before the run directory was written: there is nothing to resume
             print("\ninterrupted before training started; run the same command again", file=sys.stderr)
         return 130
+    finally:
+        if lock is not None:
+            lock.close()  # releases the lock
     best = result.best_epoch
     last = result.history[-1]
     print()
