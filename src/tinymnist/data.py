@@ -101,7 +101,7 @@ class Dataset:
     directory: Path
     source: str  # which step of the search order found it
     sha256: dict[str, str] = field(default_factory=dict)  # of each file as stored (compressed or not)
-    content_sha256: dict[str, str] = field(default_factory=dict)  # of what it holds: see content_checksums
+    content_sha256: dict[str, str] = field(default_factory=dict)  # of what it holds: see split_checksums
 
 
 def differing_data(recorded: dict, now: dict, prefix: str = "") -> list[str]:
@@ -116,12 +116,21 @@ def differing_data(recorded: dict, now: dict, prefix: str = "") -> list[str]:
     return []
 
 
-def content_checksums(split: Split, name: str) -> dict[str, str]:
-    """sha256 of a split's images and labels as read, so the same data gives the same checksums whether its files
-    are gzipped, recompressed or plain (the file checksums differ then). Keys: "train-images", "t10k-labels", ...
-    (name is "train" or "t10k")."""
-    return {f"{name}-images": hashlib.sha256(split.images.numpy().tobytes()).hexdigest(),
-            f"{name}-labels": hashlib.sha256(split.labels.numpy().tobytes()).hexdigest()}
+def split_checksums(directory: Path, name: str, split: Split, dataset: str, fix: str = "") -> dict[str, dict]:
+    """The checksums a run records for one split ("train" or "test") read from `directory`, after refusing the
+    other dataset's files (`fix`: the hint for that error): {"sha256": of each file as stored,
+    "content_sha256": of the images and labels as read}. The content checksums are the same whether the files are
+    gzipped, recompressed or plain; keys "train-images", "t10k-labels", ..."""
+    files = {}
+    for stem in SPLIT_FILES[name]:
+        p = _find_file(directory, stem)
+        payload = p.read_bytes()
+        _refuse_other_dataset(p, payload, dataset, fix)
+        files[p.name] = hashlib.sha256(payload).hexdigest()
+    prefix = SPLIT_FILES[name][0].split("-")[0]  # "train" or "t10k", as the files are named
+    content = {f"{prefix}-images": hashlib.sha256(split.images.numpy().tobytes()).hexdigest(),
+               f"{prefix}-labels": hashlib.sha256(split.labels.numpy().tobytes()).hexdigest()}
+    return {"sha256": files, "content_sha256": content}
 
 
 # --------------------------------------------------------------------------------------------------- IDX reader
@@ -306,16 +315,10 @@ def load_dataset(dataset: str = "mnist", data_dir: str | Path | None = None) -> 
     """Find, read and validate both splits of a dataset."""
     directory, source = locate(dataset, data_dir)
     train, test = read_split(directory, "train"), read_split(directory, "test")
-    sha = {}
-    for split in SPLIT_FILES.values():
-        for stem in split:
-            p = _find_file(directory, stem)
-            payload = p.read_bytes()
-            _refuse_other_dataset(p, payload, dataset)
-            sha[p.name] = hashlib.sha256(payload).hexdigest()
-    content = {**content_checksums(train, "train"), **content_checksums(test, "t10k")}
-    return Dataset(name=dataset, train=train, test=test, directory=directory, source=source, sha256=sha,
-                   content_sha256=content)
+    sums = [split_checksums(directory, "train", train, dataset), split_checksums(directory, "test", test, dataset)]
+    return Dataset(name=dataset, train=train, test=test, directory=directory, source=source,
+                   sha256={k: v for s in sums for k, v in s["sha256"].items()},
+                   content_sha256={k: v for s in sums for k, v in s["content_sha256"].items()})
 
 
 def _refuse_other_dataset(path: Path, payload: bytes, dataset: str, fix: str = "") -> None:

@@ -3,7 +3,6 @@ accuracy, loss, per-class precision/recall, the confusion matrix and the list of
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,21 +169,17 @@ def load_test_split(dataset: str, data_dir: str | Path | None, test_subset: int 
     """The test images of a dataset exactly as `train` used them (first `test_subset` if set), as uint8, plus
     their checksums in the form config.json records ({"sha256": per file, "content_sha256": per content}).
     Reads only the test split: it is what evaluation needs."""
-    from .data import SPLIT_FILES, _find_file, _refuse_other_dataset, content_checksums, locate, read_split
+    from .data import locate, read_split, split_checksums
 
     directory, _ = locate(dataset, data_dir)
     split = read_split(directory, "test")
-    sha = {}
-    for stem in SPLIT_FILES["test"]:
-        p = _find_file(directory, stem)
-        payload = p.read_bytes()
-        # Fashion-MNIST files for an MNIST run, or the other way round
-        _refuse_other_dataset(p, payload, dataset, fix="point --data-dir at the files this run was trained on")
-        sha[p.name] = hashlib.sha256(payload).hexdigest()
+    # refuses Fashion-MNIST files for an MNIST run, or the other way round
+    sums = split_checksums(directory, "test", split, dataset, fix="point --data-dir at the files this run was "
+                                                                  "trained on")
     images, labels = split.images, split.labels
     if test_subset:
         images, labels = images[:test_subset], labels[:test_subset]
-    return images, labels, {"sha256": sha, "content_sha256": content_checksums(split, "t10k")}
+    return images, labels, sums
 
 
 def evaluate_run(

@@ -306,7 +306,6 @@ def retrain_best(study, base: TrainConfig, runs_dir: Path, on_epoch=None) -> Tun
 
     best = best_trial(study)
     params = {k: v for k, v in best.params.items() if k in SEARCHED}
-    seed = base.seed + 1
     run_dir = retrain_directory(study, base, runs_dir)
     config = retrain_config(study, base, runs_dir)
     state = retrain_state(run_dir, config)
@@ -320,7 +319,8 @@ def retrain_best(study, base: TrainConfig, runs_dir: Path, on_epoch=None) -> Tun
                 (run_dir / f).unlink(missing_ok=True)
         result = train(config, resume=resume, on_epoch=on_epoch)
         val, test = result.final_val_acc, result.final_test_acc
-    return TuneResult(study.study_name, len(study.trials), best.number, best.value, params, run_dir, val, test, seed)
+    return TuneResult(study.study_name, len(study.trials), best.number, best.value, params, run_dir, val, test,
+                      config.seed)
 
 
 def retrain_directory(study, base: TrainConfig, runs_dir: Path) -> Path:
